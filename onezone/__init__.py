@@ -1,0 +1,1 @@
+"""onezone package."""
