@@ -1,0 +1,192 @@
+"""The gateway's request pipeline: route -> authenticate -> authorize -> operation -> response.
+
+One ``Gateway`` object per process holds the config, the backend (RPC clients and caches), the
+session key and the metrics; ``handle`` is the HTTP handler. Every failure becomes the
+protocol's own error shape (S3 XML, KMS JSON or IAM XML) with the AWS code and a request id;
+a client's mistake is never a 500, and a 200 never carries an error body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway import aws_apis, routing, s3_buckets, s3_objects
+from gateway.auth import authenticate, authorize_s3, parse_auth
+from gateway.backend import Backend, s3_error
+from gateway.config import GatewayConfig
+from gateway.errors import S3Error, error_xml, iam_error_xml, kms_error_json
+from gateway.http import BodyTooLarge, HttpRequest, HttpResponse
+from proto import errors as rpc_errors
+from proto.logs import request_id_var
+from proto.metrics import LATENCY_BUCKETS, Metrics
+
+log = logging.getLogger(__name__)
+
+BODY_OPS = {"CreateBucket", "PutBucketEncryption", "DeleteObjects", "CompleteMultipartUpload",
+            "PutBucketPolicy", "KmsJson", "IamQuery"}
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class GatewayMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.requests = Counter("onezone_gateway_requests_total", "S3 requests by operation and status class.",
+                                ["operation", "status_class"], registry=r)
+        self.duration = Histogram("onezone_gateway_request_duration_seconds", "Full request duration.",
+                                  ["operation"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttfb = Histogram("onezone_gateway_time_to_first_byte_seconds", "Time to the response head.",
+                              ["operation"], buckets=LATENCY_BUCKETS, registry=r)
+        self.bytes_in = Counter("onezone_gateway_bytes_in_total", "Request body bytes received.", registry=r)
+        self.sessions = Counter("onezone_gateway_create_session_total", "CreateSession calls by mode and outcome.",
+                                ["mode", "outcome"], registry=r)
+        self.auth_failures = Counter("onezone_gateway_auth_failures_total", "Authentication failures by code.",
+                                     ["code"], registry=r)
+        self.in_flight = Gauge("onezone_gateway_requests_in_flight", "Requests being served.", registry=r)
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, backend: Backend, session_key: bytes, metrics: Metrics,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.session_key = session_key
+        self.m = GatewayMetrics(metrics)
+        self.clock = clock
+        self.active = 0
+        self.own_hosts = frozenset(h.lower() for h in cfg.hostnames) | {"127.0.0.1", "[::1]", "localhost"}
+
+    async def handle(self, req: HttpRequest) -> HttpResponse:
+        request_id = secrets.token_hex(8).upper()
+        request_id_var.set(request_id)
+        start = trio.current_time()
+        op = "Unknown"
+        self.m.in_flight.inc()
+        self.active += 1
+        try:
+            try:
+                auth = parse_auth(req)
+                route = routing.route(req.method, req.header("host") or "", req.target,
+                                      service=auth.service if auth else None,
+                                      x_amz_target=req.header("x-amz-target"), own_hosts=self.own_hosts)
+                op = route.operation
+                resp = await self._dispatch(req, auth, route, request_id)
+            except S3Error as exc:
+                if exc.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "ExpiredToken",
+                                "InvalidToken", "RequestTimeTooSkewed"):
+                    self.m.auth_failures.labels(exc.code).inc()
+                resp = self._error(req, exc, request_id, op)
+            except rpc_errors.RpcError as exc:
+                resp = self._error(req, s3_error(exc, resource=req.target.partition("?")[0]), request_id, op)
+                if isinstance(exc, rpc_errors.Internal):
+                    log.warning("event=backend_internal op=%s error=%s", op, exc.message)
+        except Exception:
+            log.exception("event=handler_crash op=%s", op)
+            resp = self._error(req, S3Error("InternalError"), request_id, op)
+        finally:
+            self.m.in_flight.dec()
+            self.active -= 1
+        resp.headers += [("x-amz-request-id", request_id), ("x-amz-id-2", request_id), ("server", "onezone")]
+
+        def first_byte() -> None:
+            self.m.ttfb.labels(op).observe(trio.current_time() - start)
+
+        def sent() -> None:
+            elapsed = trio.current_time() - start
+            self.m.duration.labels(op).observe(elapsed)
+            self.m.requests.labels(op, f"{resp.status // 100}xx").inc()
+            self.m.bytes_in.inc(req.body.received)
+            log.info("event=request op=%s status=%s method=%s duration_ms=%.2f bytes_in=%d",
+                     op, resp.status, req.method, elapsed * 1000, req.body.received)
+
+        resp.on_first_byte, resp.on_sent = first_byte, sent
+        return resp
+
+    def _error(self, req: HttpRequest, exc: S3Error, request_id: str, op: str) -> HttpResponse:
+        if exc.status >= 500:
+            log.warning("event=server_error op=%s code=%s", op, exc.code)
+        headers = list(exc.headers.items())
+        if op == "KmsJson":
+            return HttpResponse(exc.status, headers + [aws_apis.KMS_JSON], kms_error_json(
+                "AccessDeniedException" if exc.status == 403 else exc.code, exc.message))
+        if op == "IamQuery":
+            return HttpResponse(exc.status, headers + [("content-type", "text/xml")],
+                                iam_error_xml(exc.code, exc.message, request_id))
+        if req.method == "HEAD" or exc.status == 304:
+            return HttpResponse(exc.status, headers, b"")
+        if exc.resource is None:
+            exc.resource = req.target.partition("?")[0]
+        return HttpResponse(exc.status, headers + [("content-type", "application/xml")],
+                            error_xml(exc, request_id=request_id))
+
+    async def _read_body(self, req: HttpRequest, auth: Any) -> tuple[bytes, str]:
+        try:
+            body = await req.body.read_all(self.cfg.max_xml_bytes)
+        except BodyTooLarge:
+            raise S3Error("MaxMessageLengthExceeded", "Your request was too big.") from None
+        digest = hashlib.sha256(body).hexdigest()
+        declared = auth.payload_hash if auth else ""
+        if len(declared) == 64 and not hmac.compare_digest(declared.lower(), digest):
+            raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
+        return body, digest
+
+    async def _dispatch(self, req: HttpRequest, auth: Any, route: routing.Route, request_id: str) -> HttpResponse:
+        now = self.clock()
+        body, digest = b"", EMPTY_SHA256
+        if route.operation in BODY_OPS:
+            body, digest = await self._read_body(req, auth)
+        ident = await authenticate(req, auth, self.backend, session_key=self.session_key, now=now,
+                                   max_skew_s=self.cfg.max_clock_skew_s, body_sha256=digest)
+        region, account = self.cfg.region, self.cfg.account_id
+        op = route.operation
+        if op == "KmsJson":
+            return await aws_apis.kms_json(req, ident, body, self.backend, region=region, account=account, now=now)
+        if op == "IamQuery":
+            return await aws_apis.iam_query(req, ident, body, self.backend, account=account, now=now,
+                                            request_id=request_id)
+        authorize_s3(op, route.bucket, ident, req, region=region, account=account, now=now)
+        if op in ("ListDirectoryBuckets", "ListBuckets"):
+            return await s3_buckets.list_buckets(req, ident, self.backend, directory=op == "ListDirectoryBuckets",
+                                                 region=region, account=account)
+        assert route.bucket is not None
+        if route.key is None:
+            ctx = s3_buckets.BucketCtx(req, ident, route.bucket, now, region, account, self.session_key,
+                                       self.cfg.session_ttl_s, body)
+            handler = {
+                "CreateSession": s3_buckets.create_session, "CreateBucket": s3_buckets.create_bucket,
+                "HeadBucket": s3_buckets.head_bucket, "DeleteBucket": s3_buckets.delete_bucket,
+                "PutBucketEncryption": s3_buckets.put_bucket_encryption,
+                "GetBucketEncryption": s3_buckets.get_bucket_encryption,
+            }.get(op)
+            if handler is None:
+                raise S3Error("NotImplemented", f"{op} is not supported by onezone yet.")
+            if op == "CreateSession":
+                mode = req.header("x-amz-create-session-mode") or "ReadWrite"
+                try:
+                    resp = await handler(ctx, self.backend)
+                except S3Error as exc:
+                    self.m.sessions.labels(mode if mode in ("ReadWrite", "ReadOnly") else "invalid", exc.code).inc()
+                    raise
+                self.m.sessions.labels(mode, "ok").inc()
+                return resp
+            return await handler(ctx, self.backend)
+        bucket, key = route.bucket, route.key
+        if op == "PutObject":
+            if req.header("x-amz-copy-source") is not None:
+                raise S3Error("NotImplemented", "CopyObject is not supported by onezone yet.")
+            return await s3_objects.put_object(req, ident, self.backend, bucket, key, now=now,
+                                               max_bytes=self.cfg.max_object_bytes)
+        if op in ("GetObject", "HeadObject"):
+            return await s3_objects.get_object(req, ident, self.backend, bucket, key, route.query, now=now,
+                                               head=op == "HeadObject")
+        if op == "DeleteObject":
+            return await s3_objects.delete_object(req, ident, self.backend, bucket, key, now=now)
+        raise S3Error("NotImplemented", f"{op} is not supported by onezone yet.")

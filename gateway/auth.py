@@ -1,0 +1,156 @@
+"""Authentication and authorization of gateway requests.
+
+Authentication: SigV4 (header or presigned query) with either an IAM access key (secret from
+the coordinator, cached) or an S3 Express session (secret derived from the self-contained token,
+``gateway.sessions``). A session-signed request must sign ``x-amz-s3session-token`` and may not
+carry ``x-amz-security-token``; the session is bound to one bucket and expires when it says.
+
+Authorization: IAM policies of the user, in the AWS policy language (``proto.policy``; explicit
+deny wins). ``action_for`` maps each operation to the IAM action and resource AWS uses: on a
+directory bucket, data operations signed with IAM credentials need ``s3express:CreateSession``
+with the matching ``s3express:SessionMode``, as the zonal endpoint does; session-signed data
+operations are authorized by the session (ReadOnly sessions may only read).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import sessions, sigv4
+from gateway.backend import AuthContext, Backend
+from gateway.errors import S3Error
+from gateway.http import HttpRequest
+from proto.names import bucket_arn, is_directory_bucket_name
+from proto.policy import Decision, evaluate
+
+READ_ONLY_OPS = frozenset({"GetObject", "HeadObject", "ListObjectsV2", "ListObjects", "GetObjectAttributes",
+                           "ListParts", "ListMultipartUploads", "HeadBucket"})
+# control-plane operations, authorized against the user's policies even when session-signed
+CONTROL_ACTIONS = {
+    "CreateBucket": "s3express:CreateBucket",
+    "DeleteBucket": "s3express:DeleteBucket",
+    "PutBucketEncryption": "s3express:PutEncryptionConfiguration",
+    "GetBucketEncryption": "s3express:GetEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3express:PutEncryptionConfiguration",
+    "PutBucketPolicy": "s3express:PutBucketPolicy",
+    "GetBucketPolicy": "s3express:GetBucketPolicy",
+    "DeleteBucketPolicy": "s3express:DeleteBucketPolicy",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    auth: sigv4.AuthRequest
+    signing_key: bytes
+    context: AuthContext  # the IAM user (for a session: the user who created it)
+    session: sessions.Session | None
+
+
+def _now_dt(now: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+
+
+def parse_auth(req: HttpRequest) -> sigv4.AuthRequest | None:
+    try:
+        return sigv4.parse_request_auth(req.method, req.target, req.headers)
+    except sigv4.SigV4Error as exc:
+        raise S3Error(exc.code, exc.message) from None
+
+
+async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend: Backend, *,
+                       session_key: bytes, now: float, max_skew_s: int,
+                       body_sha256: str | None = None) -> Identity:
+    """Verify the request's signature; raise S3Error with the AWS code otherwise."""
+    if auth is None:
+        raise S3Error("AccessDenied", "Anonymous requests are not allowed.")
+    try:
+        sigv4.check_request_time(auth, _now_dt(now), max_skew_s=max_skew_s)
+    except sigv4.SigV4Error as exc:
+        raise S3Error(exc.code, exc.message) from None
+
+    session = None
+    if auth.session_token is not None:
+        if auth.security_token is not None:
+            raise S3Error("InvalidRequest", "x-amz-security-token is not allowed with a session token.")
+        if not auth.presigned and "x-amz-s3session-token" not in auth.signed_headers:
+            raise S3Error("AccessDenied", "The x-amz-s3session-token header must be signed.")
+        try:
+            session = sessions.open_token(session_key, auth.session_token, now=now)
+        except sessions.SessionError as exc:
+            raise S3Error(exc.code, exc.message) from None
+        if session.access_key_id != auth.access_key_id:
+            raise S3Error("InvalidAccessKeyId", "The access key does not match the session token.")
+        secret = sessions.session_secret(session_key, session)
+        ctx = await backend.auth_context(session.iam_access_key_id)
+        if ctx is None or not ctx.active:
+            raise S3Error("AccessDenied", "The credentials that created this session are no longer valid.")
+        if auth.presigned and auth.expires_s is not None:
+            pass  # validity = min(X-Amz-Expires, session expiry): the token check above enforced the latter
+    else:
+        ctx = await backend.auth_context(auth.access_key_id)
+        if ctx is None or not ctx.active:
+            raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+        secret = ctx.secret
+    try:
+        key = sigv4.verify(auth, secret, req.method, req.target, req.headers, body_sha256=body_sha256)
+    except sigv4.SigV4Error as exc:
+        raise S3Error(exc.code, exc.message) from None
+    return Identity(auth, key, ctx, session)
+
+
+def request_context(req: HttpRequest, ident: Identity, now: float, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "aws:username": ident.context.user_name,
+        "aws:userid": ident.context.user_name,
+        "aws:PrincipalArn": ident.context.user_arn,
+        "aws:SourceIp": req.remote.rsplit(":", 1)[0],
+        "aws:CurrentTime": _now_dt(now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "aws:EpochTime": str(int(now)),
+        "aws:SecureTransport": "true" if req.scheme == "https" else "false",
+    }
+    if extra:
+        ctx.update(extra)
+    return ctx
+
+
+def allowed(ident: Identity, action: str, resource: str, context: dict[str, Any]) -> bool:
+    return evaluate(ident.context.policies, action=action, resource=resource, context=context) is Decision.ALLOW
+
+
+def require(ident: Identity, action: str, resource: str, context: dict[str, Any]) -> None:
+    if not allowed(ident, action, resource, context):
+        raise S3Error("AccessDenied", f"User {ident.context.user_arn} is not authorized to perform {action} on {resource}.")
+
+
+def authorize_s3(op: str, bucket: str | None, ident: Identity, req: HttpRequest, *, region: str,
+                 account: str, now: float) -> None:
+    """Check an S3 operation (bucket-level or object-level) for this identity."""
+    if bucket is None:
+        action = "s3express:ListAllMyDirectoryBuckets" if op == "ListDirectoryBuckets" else "s3:ListAllMyBuckets"
+        require(ident, action, "*", request_context(req, ident, now))
+        return
+    arn = bucket_arn(region, account, bucket)
+    mode = "ReadOnly" if op in READ_ONLY_OPS else "ReadWrite"
+    if ident.session is not None:
+        if ident.session.bucket != bucket:
+            raise S3Error("AccessDenied", "The session token is for another bucket.")
+        if ident.session.mode == "ReadOnly" and op not in READ_ONLY_OPS:
+            raise S3Error("AccessDenied", f"{op} is not allowed in a ReadOnly session.")
+    if op in CONTROL_ACTIONS:
+        require(ident, CONTROL_ACTIONS[op], arn, request_context(req, ident, now))
+        return
+    if ident.session is None and op != "CreateSession":
+        if is_directory_bucket_name(bucket):
+            require(ident, "s3express:CreateSession", arn,
+                    request_context(req, ident, now, {"s3express:SessionMode": mode}))
+        else:
+            require(ident, "s3:" + op, arn, request_context(req, ident, now))
+
+
+def kms_permitted(ident: Identity, key_arn: str, req: HttpRequest, now: float) -> bool:
+    """The SSE-KMS rule of S3 Express: using a bucket whose key is ``key_arn`` needs
+    kms:GenerateDataKey and kms:Decrypt on it."""
+    ctx = request_context(req, ident, now)
+    return allowed(ident, "kms:GenerateDataKey", key_arn, ctx) and allowed(ident, "kms:Decrypt", key_arn, ctx)

@@ -1,0 +1,173 @@
+"""The gateway's view of the cluster: RPC calls to the coordinator, the KMS and the nodes,
+with short-lived caches, and the one mapping from RPC errors to S3 errors.
+
+Caches (TTL from config): access-key auth contexts (secret + policies, so SigV4 verification
+costs no RPC on the hot path) and bucket records (placement, encryption, version). A change made
+through this gateway invalidates its own entry; other gateways see it within the TTL, and nodes
+refetch whenever a request carries a newer ``bucket_version``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from gateway.errors import S3Error
+from proto import errors as rpc_errors
+from proto.policy import Policy, parse_policy
+from proto.rpc import RpcClient, RpcPool
+
+log = logging.getLogger(__name__)
+
+# RPC error kinds that are S3 error codes as they are
+_S3_KINDS = {
+    "NoSuchBucket", "NoSuchKey", "NoSuchUpload", "InvalidBucketName", "BucketAlreadyExists",
+    "BucketAlreadyOwnedByYou", "BucketNotEmpty", "InvalidArgument", "InvalidRequest",
+    "PreconditionFailed", "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "IncompleteBody",
+    "EntityTooLarge", "EntityTooSmall", "InvalidRange", "InvalidWriteOffset", "TooManyParts",
+    "EncryptionTypeMismatch", "InvalidLocationConstraint", "KeyTooLongError", "MetadataTooLarge",
+    "AccessDenied", "InvalidPart", "InvalidPartOrder", "NotImplemented", "SlowDown",
+}
+_KMS_KINDS = {"DisabledException", "KMSInvalidStateException", "NotFoundException",
+              "InvalidCiphertextException", "AccessDeniedException", "KMSInternalException",
+              "IncorrectKeyException", "ValidationException"}
+
+
+def s3_error(exc: rpc_errors.RpcError, *, resource: str | None = None) -> S3Error:
+    """Turn a typed RPC error into the S3 error a client should see (never a bare 500 for a
+    client's mistake, never an opaque 500 for a KMS problem)."""
+    kind = exc.kind or ""
+    if kind in _S3_KINDS:
+        return S3Error(kind, exc.message or None, resource=resource)
+    if kind in _KMS_KINDS:
+        code = f"KMS.{kind}"
+        if kind in ("IncorrectKeyException", "ValidationException"):
+            code = "KMS.InvalidCiphertextException" if kind == "IncorrectKeyException" else "InvalidArgument"
+        try:
+            return S3Error(code, exc.message or None, resource=resource)
+        except ValueError:
+            return S3Error("InvalidArgument", exc.message or None, resource=resource)
+    if kind in ("KMSUnavailable",):
+        return S3Error("SlowDown", f"The KMS is unavailable: {exc.message}", resource=resource)
+    if isinstance(exc, rpc_errors.NotFound):
+        return S3Error("NoSuchKey", exc.message or None, resource=resource)
+    if isinstance(exc, rpc_errors.AccessDenied):
+        return S3Error("AccessDenied", resource=resource)
+    if isinstance(exc, rpc_errors.PreconditionFailed):
+        return S3Error("PreconditionFailed", exc.message or None, resource=resource)
+    if isinstance(exc, rpc_errors.InvalidRequest):
+        return S3Error("InvalidRequest", exc.message or None, resource=resource)
+    if isinstance(exc, rpc_errors.Conflict):
+        return S3Error("InvalidRequest", exc.message or None, resource=resource)
+    if isinstance(exc, (rpc_errors.Unavailable, rpc_errors.DeadlineExceeded)):
+        return S3Error("ServiceUnavailable", f"Please reduce your request rate. ({exc.message})", resource=resource)
+    return S3Error("InternalError", "We encountered an internal error. Please try again.", resource=resource)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    access_key_id: str
+    user_name: str
+    user_arn: str
+    account_id: str
+    secret: str
+    active: bool
+    policies: tuple[Policy, ...]
+
+
+class _TtlCache:
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._data: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any | None:
+        hit = self._data.get(key)
+        if hit is None or hit[0] < trio.current_time():
+            self._data.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self._data) >= self.max_entries:
+            self._data.pop(next(iter(self._data)))
+        self._data[key] = (trio.current_time() + self.ttl_s, value)
+
+    def drop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+
+class Backend:
+    def __init__(self, pool: RpcPool, *, coordinator: tuple[str, int], kms: tuple[str, int],
+                 auth_cache_s: float, bucket_cache_s: float, timeout_s: float) -> None:
+        self.pool = pool
+        self.coordinator: RpcClient = pool.client(coordinator[0], coordinator[1], "coordinator")
+        self.kms: RpcClient = pool.client(kms[0], kms[1], "kms")
+        self._auth = _TtlCache(auth_cache_s)
+        self._buckets = _TtlCache(bucket_cache_s)
+        self.timeout_s = timeout_s
+
+    async def coord(self, method: str, args: dict[str, Any]) -> Any:
+        return await self.coordinator.call(method, args, timeout_s=self.timeout_s)
+
+    async def auth_context(self, access_key_id: str) -> AuthContext | None:
+        """The key's secret and policies, or None when the key does not exist."""
+        cached = self._auth.get(access_key_id)
+        if cached is not None:
+            return cached
+        try:
+            r = await self.coord("GetAuthContext", {"access_key_id": access_key_id})
+        except rpc_errors.NotFound:
+            return None
+        policies = []
+        for doc in r.get("policies", []):
+            try:
+                policies.append(parse_policy(doc))
+            except ValueError:
+                log.warning("event=bad_stored_policy user=%s", r.get("user_name"))
+        ctx = AuthContext(access_key_id, r["user_name"], r["user_arn"], r.get("account_id", ""),
+                          r["secret_access_key"], r.get("status", "Active") == "Active", tuple(policies))
+        self._auth.put(access_key_id, ctx)
+        return ctx
+
+    async def bucket(self, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        if not fresh:
+            cached = self._buckets.get(name)
+            if cached is not None:
+                return cached
+        try:
+            r = await self.coord("GetBucket", {"name": name})
+        except rpc_errors.NotFound:
+            self._buckets.drop(name)
+            return None
+        self._buckets.put(name, r["bucket"])
+        return r["bucket"]
+
+    def remember_bucket(self, record: dict[str, Any]) -> None:
+        self._buckets.put(record["name"], record)
+
+    def forget_bucket(self, name: str) -> None:
+        self._buckets.drop(name)
+
+    def node(self, replica: dict[str, Any]) -> RpcClient:
+        return self.pool.client(replica["host"], replica["port"], replica["node_id"])
+
+    async def node_call(self, bucket: dict[str, Any], method: str, args: dict[str, Any], *,
+                        body: AsyncIterable[bytes] | None = None, any_replica: bool = False) -> Any:
+        """Call the bucket's primary (writes) or the first replica that answers (reads)."""
+        replicas = bucket["replicas"] if any_replica else bucket["replicas"][:1]
+        last: rpc_errors.RpcError | None = None
+        for replica in replicas:
+            try:
+                # a streamed upload may take long: its stalls are caught by the body idle timeout
+                timeout = self.timeout_s if body is None else max(self.timeout_s, 3600.0)
+                return await self.node(replica).call(method, args, body=body, timeout_s=timeout)
+            except rpc_errors.Unavailable as exc:
+                last = exc
+                if body is not None:
+                    raise
+        raise last if last is not None else rpc_errors.Unavailable("bucket has no replicas")
