@@ -74,7 +74,10 @@ def run_daemon(daemon: str, serve: Serve, *, grace_s: float, log_json: bool = Fa
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
-        log.exception("event=fatal error=%s", type(exc).__name__)
+        # trio wraps a failure of serve() in an exception group: show the real cause
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        log.error("event=fatal error=%s message=%s", type(exc).__name__, exc)
         print(f"onezone {daemon}: fatal: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,3 @@
+from kms.main import main
+
+raise SystemExit(main())

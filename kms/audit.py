@@ -1,0 +1,247 @@
+"""The KMS audit log: one CloudTrail-shaped JSON line per request.
+
+Responsibility
+--------------
+Describe every KMS request, allowed or refused, as a CloudTrail record (``format_record``,
+pure: the caller supplies time and ids) and append it to the audit file (``AuditLog``,
+thin: one ``write`` + ``flush`` per record, ``fsync`` batched by a background task at most
+every ``fsync_interval_s``).
+
+Invariants
+----------
+- No secret ever reaches a record: ``request_parameters`` copies an allow-list of argument
+  names per operation (key id, encryption context, byte counts, description, tags, paging)
+  and never ``plaintext`` or ``ciphertext_blob``; ``responseElements`` carries only the key
+  id. Encryption context is logged, as AWS CloudTrail does: it is not secret by contract.
+- Values from the request are logged only when they have the expected type, and strings are
+  truncated, so a hostile caller cannot bloat or corrupt the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trio
+
+log = logging.getLogger(__name__)
+
+EVENT_VERSION = "1.08"
+EVENT_SOURCE = "kms.amazonaws.com"
+MAX_STRING = 2048
+MAX_CONTEXT_PAIRS = 64
+# Operations that change nothing, as CloudTrail marks them.
+READ_ONLY = frozenset({"DescribeKey", "ListKeys", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+                       "Encrypt", "Decrypt"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """What happened in one request, as the handler layer knows it."""
+
+    operation: str
+    principal: str
+    region: str
+    account_id: str
+    time: float
+    request_id: str
+    event_id: str
+    source: str = ""
+    caller: str | None = None
+    request_parameters: Mapping[str, Any] | None = None
+    key_arn: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def _trunc(value: str) -> str:
+    return value if len(value) <= MAX_STRING else value[:MAX_STRING] + "..."
+
+
+def _context(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, Mapping) or len(value) > MAX_CONTEXT_PAIRS:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return {_trunc(k): _trunc(v) for k, v in value.items()}
+
+
+def _tags(value: Any) -> list[dict[str, str]] | None:
+    if not isinstance(value, list) or len(value) > 50:
+        return None
+    out = []
+    for tag in value:
+        if not isinstance(tag, Mapping):
+            return None
+        k, v = tag.get("TagKey"), tag.get("TagValue")
+        if not isinstance(k, str) or not isinstance(v, str):
+            return None
+        out.append({"tagKey": _trunc(k), "tagValue": _trunc(v)})
+    return out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _string(value: Any) -> str | None:
+    return _trunc(value) if isinstance(value, str) else None
+
+
+# arg name -> (CloudTrail name, sanitizer). Anything not listed is never logged.
+_PARAMS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "key_id": ("keyId", _string),
+    "encryption_context": ("encryptionContext", _context),
+    "number_of_bytes": ("numberOfBytes", _int),
+    "description": ("description", _string),
+    "tags": ("tags", _tags),
+    "limit": ("limit", _int),
+    "marker": ("marker", _string),
+    "alias": ("alias", _string),
+}
+_FIXED: dict[str, dict[str, str]] = {
+    "CreateKey": {"keyUsage": "ENCRYPT_DECRYPT", "keySpec": "SYMMETRIC_DEFAULT"},
+    "Encrypt": {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+    "Decrypt": {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+}
+
+
+def request_parameters(operation: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The loggable part of a request's arguments (never plaintext or blobs).
+
+    Args:
+        operation: the KMS operation name.
+        args: the raw RPC arguments, possibly invalid.
+
+    Returns:
+        CloudTrail ``requestParameters``: known, well-typed, truncated values only.
+    """
+    out: dict[str, Any] = dict(_FIXED.get(operation, {}))
+    if not isinstance(args, Mapping):
+        return out
+    for name, (trail_name, clean) in _PARAMS.items():
+        if name in args:
+            value = clean(args[name])
+            if value is not None:
+                out[trail_name] = value
+    return out
+
+
+def format_time(epoch: float) -> str:
+    """ISO 8601 UTC with a ``Z`` suffix, second precision, as CloudTrail writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def format_record(ev: AuditEvent) -> dict[str, Any]:
+    """Build the CloudTrail record of one request.
+
+    Args:
+        ev: the request's facts.
+
+    Returns:
+        A JSON-serializable dict in the CloudTrail ``AwsApiCall`` shape.
+    """
+    identity: dict[str, Any] = {
+        "type": "IAMUser" if ev.caller else "AWSService",
+        "principalId": ev.principal,
+        "accountId": ev.account_id,
+    }
+    if ev.caller:
+        identity["arn"] = _trunc(ev.caller)
+        identity["invokedBy"] = ev.principal
+    record: dict[str, Any] = {
+        "eventVersion": EVENT_VERSION,
+        "userIdentity": identity,
+        "eventTime": format_time(ev.time),
+        "eventSource": EVENT_SOURCE,
+        "eventName": ev.operation,
+        "awsRegion": ev.region,
+        "sourceIPAddress": ev.source or ev.principal,
+        "userAgent": f"onezone/{ev.principal}",
+        "requestParameters": dict(ev.request_parameters or {}),
+        "responseElements": None,
+        "requestID": ev.request_id,
+        "eventID": ev.event_id,
+        "readOnly": ev.operation in READ_ONLY,
+        "resources": [],
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ev.account_id,
+        "eventCategory": "Management",
+    }
+    if ev.key_arn:
+        record["resources"] = [{"accountId": ev.account_id, "type": "AWS::KMS::Key", "ARN": ev.key_arn}]
+    if ev.error_code:
+        record["errorCode"] = ev.error_code
+        record["errorMessage"] = _trunc(ev.error_message or "")
+    elif ev.key_arn:
+        record["responseElements"] = {"keyId": ev.key_arn}
+    return record
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """One JSON line (UTF-8, ending in a newline, no embedded newline)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, sort_keys=False).encode() + b"\n"
+
+
+class AuditLog:
+    """Append-only audit file: flushed per record, fsynced in batches by ``run``."""
+
+    def __init__(self, path: Path, file: BinaryIO, *, fsync_interval_s: float = 0.1) -> None:
+        """Private: use ``AuditLog.open``."""
+        self.path = path
+        self._file = file
+        self._interval = fsync_interval_s
+        self._dirty = trio.Event()
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, fsync_interval_s: float = 0.1) -> AuditLog:
+        """Open (create, mode 0600) the audit file for appending. Blocking.
+
+        Raises:
+            OSError: the file cannot be opened.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return cls(path, os.fdopen(fd, "ab"), fsync_interval_s=fsync_interval_s)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record (written to the OS at once; fsynced within the interval).
+
+        Raises:
+            OSError: the write failed (the caller must not report success).
+        """
+        self._file.write(encode_record(record))
+        self._file.flush()
+        self._dirty.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fsync whenever records were written, at most once per interval, until cancelled."""
+        task_status.started()
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            try:
+                await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+            except OSError as exc:
+                log.error("event=audit_fsync_failed path=%s error=%s", self.path, exc.strerror or exc)
+            await trio.sleep(self._interval)
+
+    def close(self) -> None:
+        """Final fsync and close. Blocking; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            log.error("event=audit_fsync_failed path=%s error=%s", self.path, exc.strerror or exc)
+        finally:
+            self._file.close()
