@@ -7,7 +7,7 @@ request context -- is allowed by a set of policy documents: identity
 policies attached to IAM users, bucket policies and KMS key policies.  This
 module owns the document grammar (:func:`parse_policy`) and the decision
 (:func:`evaluate`); condition operators, wildcards and policy variables live
-in :mod:`proto.policy_conditions` and :mod:`proto.policy_match`;
+in :mod:`proto.policy_conditions` and :mod:`proto.policy_match` (in proto because the gateway evaluates policies too);
 the names callers need are re-exported here.
 
 Theory of operation

@@ -75,6 +75,7 @@ class _ClientConn:
         finally:
             self.alive = False
             err = Unavailable(f"lost connection to {self.conn.peer}: {reason}")
+            err.local = True  # type: ignore[attr-defined]  # ours, not the server's: safe to retry
             for p in self.pending.values():
                 if not p.done.is_set():
                     p.error = err
@@ -155,7 +156,9 @@ class RpcClient:
                         raise RemoteProtocolError(f"{method} replied with a body")
                     return p.result
             except Unavailable as exc:
-                if attempt == 1 and body is None and getattr(exc, "reused", False):
+                # retry only a connection found dead (never an Unavailable the server sent: the
+                # call may have run), and only when there is no body to replay
+                if attempt == 1 and body is None and getattr(exc, "reused", False) and getattr(exc, "local", False):
                     continue
                 raise
         raise AssertionError("unreachable")

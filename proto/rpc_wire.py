@@ -71,14 +71,18 @@ class FramedConnection:
     async def send(self, msg: list[Any]) -> None:
         data = encode_frame(msg, max_frame_bytes=self.limits.max_frame_bytes)
         if self.closed:
-            raise Unavailable(f"connection to {self.peer} is closed")
+            err = Unavailable(f"connection to {self.peer} is closed")
+            err.local = True  # type: ignore[attr-defined]
+            raise err
         with trio.CancelScope(shield=True):
             async with self._lock:
                 try:
                     await self.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self.closed = True
-                    raise Unavailable(f"connection to {self.peer} lost: {exc}") from None
+                    err = Unavailable(f"connection to {self.peer} lost: {exc}")
+                    err.local = True  # type: ignore[attr-defined]
+                    raise err from None
 
     async def messages(self) -> AsyncIterator[list[Any]]:
         """Yield every well-formed message until EOF; raise RemoteProtocolError on junk."""
