@@ -231,7 +231,8 @@ class LocalCluster:
             "access_key_id": self.credentials["access_key_id"],
             "secret_access_key": self.credentials["secret_access_key"],
             "metrics": {name: f"http://{d.info['metrics']}/metrics" for name, d in self.daemons.items()},
-            "pids": {name: d.proc.pid for name, d in self.daemons.items() if d.proc},
+            "daemons": {name: {"rpc": d.info.get("rpc"), "metrics": d.info.get("metrics"),
+                               "pid": d.proc.pid if d.proc else None} for name, d in self.daemons.items()},
             "data_dir": str(self.data_dir),
         }
         path = self.data_dir / "cluster.json"

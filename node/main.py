@@ -1,0 +1,109 @@
+"""``onezone node``: command line and ``serve``, the storage node's root task.
+
+``serve`` opens the store first (cleaning crash leftovers; a data_dir that cannot be used
+fails here, before READY), then runs in one nursery: the RPC server (Node section of
+docs/rpc.md), /metrics, and the membership task that registers with the coordinator and
+heartbeats. The coordinator need not be up: the node announces READY at once and keeps
+retrying registration in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+import trio
+
+from node.buckets import BucketCache, coordinator_fetch
+from node.config import NodeConfig
+from node.keycache import BucketKeyCache, kms_unwrapper
+from node.membership import Membership
+from node.metrics import NodeMetrics, free_bytes
+from node.objects import ObjectService
+from node.replica import ReplicaService
+from node.service import ACL, NodeHandlers
+from node.store import ObjectStore
+from proto.config import ConfigError, load_config_file
+from proto.daemon import Lifecycle, endpoint_str, run_daemon
+from proto.metrics import Metrics, serve_metrics
+from proto.rpc import RpcServer, open_rpc_pool
+
+log = logging.getLogger(__name__)
+
+
+async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] = time.time,
+                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the storage node until cancelled.
+
+    Args:
+        cfg: the daemon's configuration.
+        life: shutdown coordination (drain callbacks).
+        clock: wall clock for objects' last_modified.
+
+    Raises:
+        OSError, RuntimeError: the data directory or its index cannot be used (before
+            ``task_status.started``).
+    """
+    cfg.validate()
+    metrics = Metrics("node", cfg.node_id)
+    node_metrics = NodeMetrics(metrics.registry)
+    store = await trio.to_thread.run_sync(ObjectStore.open, cfg.data_dir)
+    try:
+        def usage() -> tuple[int, int]:
+            return store.used_bytes, free_bytes(cfg.data_dir, cfg.capacity_bytes, store.used_bytes)
+
+        node_metrics.bind_store(used=lambda: store.used_bytes, free=lambda: usage()[1],
+                                objects=lambda: store.object_count)
+        async with open_rpc_pool(cfg.tls.client_context(), default_timeout_s=cfg.rpc_timeout_s) as pool:
+            kms = pool.client(cfg.kms.host, cfg.kms.port, "kms")
+            coordinator = pool.client(cfg.coordinator.host, cfg.coordinator.port, "coordinator")
+            keys = BucketKeyCache(kms_unwrapper(kms), ttl_s=cfg.key_cache_ttl_s,
+                                  max_entries=cfg.key_cache_max_entries, registry=metrics.registry)
+            buckets = BucketCache(coordinator_fetch(coordinator), ttl_s=cfg.bucket_cache_ttl_s)
+            objects = ObjectService(node_id=cfg.node_id, store=store, buckets=buckets, keys=keys,
+                                    peer_client=lambda r: pool.client(r.host, r.port, r.node_id),
+                                    chunk_bytes=cfg.chunk_bytes, metrics=node_metrics, clock=clock)
+            replicas = ReplicaService(node_id=cfg.node_id, store=store, buckets=buckets, metrics=node_metrics)
+            server = RpcServer(NodeHandlers(objects, replicas).handlers(), acl=ACL,
+                               ssl_context=cfg.tls.server_context(), name="node", observe=metrics.observe_rpc,
+                               default_timeout_s=cfg.rpc_timeout_s)
+            async with trio.open_nursery() as nursery:
+                rpc = await nursery.start(server.serve, cfg.listen.host, cfg.listen.port)
+                m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
+                life.on_shutdown(server.shutdown)
+                membership = Membership(coordinator, node_id=cfg.node_id, zone=cfg.zone,
+                                        host=cfg.advertise_host or rpc[0], port=rpc[1],
+                                        capacity_bytes=cfg.capacity_bytes, usage=usage,
+                                        interval_s=cfg.heartbeat_interval_s)
+                nursery.start_soon(membership.run)
+                task_status.started({"rpc": endpoint_str(rpc), "metrics": endpoint_str(m),
+                                     "node_id": cfg.node_id, "zone": cfg.zone})
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onezone node",
+        description=(
+            "Run an onezone storage node: it stores the objects of the directory buckets placed "
+            "on it, compressed and encrypted (AES-256-GCM under per-object keys derived from the "
+            "bucket key, which the KMS unwraps and the node caches in memory only), in DATA_DIR "
+            "(an SQLite index plus one data file per object version), and replicates every write "
+            "to the bucket's other replicas before acknowledging it. It registers with the "
+            "coordinator (retrying until it answers) and heartbeats. Prints 'READY {json}' once "
+            "listening; SIGTERM drains and exits 0."),
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="the node's TOML configuration")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config_file(NodeConfig, args.config)
+    except ConfigError as exc:
+        print(f"onezone node: {exc}", file=sys.stderr)
+        return 2
+    return run_daemon("node", functools.partial(serve, cfg), grace_s=cfg.grace_s, log_json=cfg.log_json,
+                      log_level=cfg.log_level, instance=cfg.node_id)

@@ -1,0 +1,57 @@
+"""The node's Prometheus metrics, on the daemon's own registry (``proto.metrics.Metrics``).
+
+The bucket-key cache registers its own four metrics (``node.keycache``); the disk and object
+gauges read the store's counters at scrape time (``bind_store``), so they cost nothing per
+request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REPLICATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class NodeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else CollectorRegistry()
+        self.registry = reg
+        self.chunks_written = Counter("onezone_node_chunks_written", "Sealed chunks written to local data files.",
+                                      registry=reg)
+        self.chunks_read = Counter("onezone_node_chunks_read", "Sealed chunks read and opened.", registry=reg)
+        self.replication_duration = Histogram(
+            "onezone_node_replication_duration_seconds",
+            "Time a write waits for its replicas once its body has ended: until every replica has "
+            "received the rest and committed (primary side).",
+            buckets=REPLICATION_BUCKETS, registry=reg)
+        self.replication_failures = Counter(
+            "onezone_node_replication_failures", "Replica calls (ReplicaPut/ReplicaDelete) that failed.",
+            registry=reg)
+        self.integrity_failures = Counter(
+            "onezone_node_integrity_failures", "Chunks that failed authentication or their checksum on read.",
+            registry=reg)
+        self.disk_used = Gauge("onezone_node_disk_used_bytes", "Bytes of object data files on this node.",
+                               registry=reg)
+        self.disk_free = Gauge("onezone_node_disk_free_bytes",
+                               "Bytes this node may still use: min(capacity - used, free space on the disk).",
+                               registry=reg)
+        self.objects = Gauge("onezone_node_objects", "Objects in this node's index.", registry=reg)
+
+    def bind_store(self, *, used: Callable[[], int], free: Callable[[], int], objects: Callable[[], int]) -> None:
+        self.disk_used.set_function(used)
+        self.disk_free.set_function(free)
+        self.objects.set_function(objects)
+
+
+def free_bytes(data_dir: Path, capacity_bytes: int, used_bytes: int) -> int:
+    """What the node may still store: bounded by its configured capacity and the disk."""
+    try:
+        st = os.statvfs(data_dir)
+        disk_free = st.f_bavail * st.f_frsize
+    except OSError:
+        disk_free = 0
+    return max(0, min(capacity_bytes - used_bytes, disk_free))

@@ -1,0 +1,118 @@
+"""The replica side of writes: ``ReplicaPut`` and ``ReplicaDelete`` from a bucket's primary.
+
+A replica never decrypts: it checks the framing of the sealed stream as it arrives
+(``node.sealed_stream.SealedStreamParser``), appends the chunks to a data file in
+``incoming/``, and only when the trailer and a clean end of the body have arrived does it
+fsync, publish and commit the manifest. A body that ends with an error (the primary aborted),
+breaks off, or is malformed leaves nothing behind.
+
+Calls are accepted only from the bucket's current primary, for a bucket id that matches the
+record (a recreated bucket has a new id), at an epoch no older than the record's
+(``Conflict`` kind ``StaleEpoch``); the record is refetched once when the caller's view looks
+newer than ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import trio
+
+from node.buckets import BucketCache, BucketRecord
+from node.manifest import encode_manifest, finish_manifest
+from node.metrics import NodeMetrics
+from node.sealed_stream import SealedStreamParser, StreamError
+from node.store import ObjectStore
+from proto.errors import Conflict, InvalidRequest, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaService:
+    def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, metrics: NodeMetrics) -> None:
+        self.node_id = node_id
+        self._store = store
+        self._buckets = buckets
+        self._metrics = metrics
+
+    async def _record_for_replica(self, bucket: str, bucket_id: bytes, epoch: int, caller: str) -> BucketRecord:
+        rec = await self._buckets.get(bucket, min_epoch=epoch)
+        if rec.bucket_id != bucket_id or rec.primary.node_id != caller or not rec.has_replica(self.node_id):
+            rec = await self._buckets.refresh(bucket)  # ours may be the stale view
+        if rec.bucket_id != bucket_id:
+            raise NotFound(f"bucket {bucket} has another id", kind="NoSuchBucket")
+        if epoch < rec.epoch:
+            raise Conflict(f"epoch {epoch} of {bucket} is stale (current {rec.epoch})", kind="StaleEpoch")
+        if not rec.has_replica(self.node_id):
+            raise InvalidRequest(f"{self.node_id} is not a replica of {bucket}", kind="NotReplica")
+        if rec.primary.node_id != caller:
+            raise InvalidRequest(f"{caller} is not the primary of {bucket}", kind="NotPrimary")
+        return rec
+
+
+    async def replica_put(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, start: dict[str, Any],
+                          body: AsyncIterable[bytes] | None) -> dict[str, Any]:
+        """Store a primary's sealed stream (``start`` is ``manifest.parse_replica_meta(meta)``).
+
+        Commits only after the trailer and a clean end of the body; anything else discards.
+        """
+        await self._record_for_replica(bucket, bucket_id, epoch, caller)
+        object_id = start["object_id"]
+        try:
+            incoming = await trio.to_thread.run_sync(self._store.create_incoming, bucket_id, object_id)
+        except FileExistsError:
+            raise Conflict("this object id is already being written", kind="ObjectIdInUse") from None
+        parser = SealedStreamParser(start["chunk_bytes"])
+        committed = False
+        try:
+            chunks_seen = 0
+            async for piece in body if body is not None else _empty():
+                try:
+                    data = parser.feed(piece)
+                except StreamError as exc:
+                    raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
+                if data:
+                    await trio.to_thread.run_sync(incoming.write, data)
+                if parser.chunks > chunks_seen:
+                    self._metrics.chunks_written.inc(parser.chunks - chunks_seen)
+                    chunks_seen = parser.chunks
+            try:
+                trailer = parser.finish()
+            except StreamError as exc:
+                raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
+            manifest = self._replica_manifest(start, trailer, parser)
+            await trio.to_thread.run_sync(incoming.publish)
+            old = await trio.to_thread.run_sync(self._store.commit, bucket_id, manifest["key"], object_id,
+                                                manifest["size"], encode_manifest(manifest))
+            committed = True
+        finally:
+            if not committed:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(incoming.abort)
+        if old is not None and old != object_id:
+            await trio.to_thread.run_sync(self._store.delete_data, bucket_id, old)
+        return {}
+
+    @staticmethod
+    def _replica_manifest(start: dict[str, Any], trailer: dict[str, Any], parser: SealedStreamParser) -> dict[str, Any]:
+        size, etag, chunks = trailer.get("size"), trailer.get("etag"), trailer.get("chunks")
+        checksum_value = trailer.get("checksum_value")
+        if size != parser.plaintext_bytes or chunks != parser.chunks or not isinstance(etag, str) \
+                or len(etag) > 128 or not (checksum_value is None or isinstance(checksum_value, str)):
+            raise InvalidRequest("the replica stream trailer does not match its chunks", kind="InvalidChunkStream")
+        return finish_manifest(start, size=size, etag=etag, chunks=chunks, checksum_value=checksum_value)
+
+    async def replica_delete(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int,
+                             key: str) -> dict[str, Any]:
+        await self._record_for_replica(bucket, bucket_id, epoch, caller)
+        old = await trio.to_thread.run_sync(self._store.remove, bucket_id, key)
+        if old is not None:
+            await trio.to_thread.run_sync(self._store.delete_data, bucket_id, old)
+        return {}
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover

@@ -1,0 +1,165 @@
+"""RPC adapter of the storage node: the Node section of docs/rpc.md.
+
+Each handler validates its arguments at the edge (types, sizes, unknown names: InvalidRequest
+with the kind the gateway maps to S3) and calls ``ObjectService`` (client methods, from the
+``gateway``) or ``ReplicaService`` (replica methods, from another node: ``node-*``). The ACL
+is enforced by ``RpcServer`` before a handler runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from node.manifest import check_key, parse_replica_meta, parse_user_fields
+from node.objects import ObjectService
+from node.replica import ReplicaService
+from proto.errors import InvalidRequest
+from proto.logs import request_id_var
+from proto.rpc import Call, Handler, Streamed
+
+ACL: dict[str, list[str]] = {
+    "PutObject": ["gateway"],
+    "GetObject": ["gateway"],
+    "HeadObject": ["gateway"],
+    "DeleteObject": ["gateway"],
+    "ListObjects": ["gateway"],
+    "ReplicaPut": ["node-*"],
+    "ReplicaDelete": ["node-*"],
+}
+
+MAX_BUCKET_NAME = 255
+MAX_BUCKET_ID_BYTES = 64
+MAX_KEY_ARG_BYTES = 1024
+MAX_LIST_KEYS = 1000
+
+_ARGS: dict[str, frozenset[str]] = {
+    "PutObject": frozenset({"bucket", "key", "bucket_version", "meta", "if_none_match", "if_match"}),
+    "GetObject": frozenset({"bucket", "key", "bucket_version", "range"}),
+    "HeadObject": frozenset({"bucket", "key", "bucket_version"}),
+    "DeleteObject": frozenset({"bucket", "key", "bucket_version"}),
+    "ListObjects": frozenset({"bucket", "bucket_version", "prefix", "start_after", "max_keys"}),
+    "ReplicaPut": frozenset({"bucket_id", "bucket", "epoch", "meta"}),
+    "ReplicaDelete": frozenset({"bucket_id", "bucket", "epoch", "key"}),
+}
+
+
+def _invalid(message: str) -> InvalidRequest:
+    return InvalidRequest(message, kind="InvalidArgument")
+
+
+def _check_names(method: str, args: dict[str, Any]) -> None:
+    unknown = sorted(str(k) for k in args if k not in _ARGS[method])
+    if unknown:
+        raise _invalid(f"{method}: unknown argument(s) {', '.join(unknown)}")
+
+
+def _str(args: dict[str, Any], name: str, *, max_bytes: int, default: str | None = None) -> str:
+    value = args.get(name)
+    value = default if value is None else value
+    if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise _invalid(f"{name} must be a string of at most {max_bytes} bytes")
+    return value
+
+
+def _int(args: dict[str, Any], name: str, *, default: int | None = None, lo: int = 0) -> int:
+    value = args.get(name)
+    value = default if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise _invalid(f"{name} must be an integer >= {lo}")
+    return value
+
+
+def _bucket(args: dict[str, Any]) -> str:
+    name = _str(args, "bucket", max_bytes=MAX_BUCKET_NAME)
+    if not name:
+        raise _invalid("bucket must not be empty")
+    return name
+
+
+def _bucket_id(args: dict[str, Any]) -> bytes:
+    value = args.get("bucket_id")
+    if not isinstance(value, bytes) or not 1 <= len(value) <= MAX_BUCKET_ID_BYTES:
+        raise _invalid(f"bucket_id must be 1..{MAX_BUCKET_ID_BYTES} bytes")
+    return value
+
+
+def _range(args: dict[str, Any]) -> tuple[int, int] | None:
+    value = args.get("range")
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise InvalidRequest("range must be [first, last]", kind="InvalidRange")
+    return value[0], value[1]
+
+
+class NodeHandlers:
+    def __init__(self, objects: ObjectService, replicas: ReplicaService) -> None:
+        self._objects = objects
+        self._replicas = replicas
+
+    def handlers(self) -> dict[str, Handler]:
+        table: dict[str, Callable[[Call], Any]] = {
+            "PutObject": self.put_object, "GetObject": self.get_object, "HeadObject": self.head_object,
+            "DeleteObject": self.delete_object, "ListObjects": self.list_objects,
+            "ReplicaPut": self.replica_put, "ReplicaDelete": self.replica_delete,
+        }
+        return table
+
+    @staticmethod
+    def _begin(call: Call) -> dict[str, Any]:
+        request_id_var.set(call.request_id)
+        _check_names(call.method, call.args)
+        return call.args
+
+    async def put_object(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        bucket, key, version = _bucket(a), check_key(a.get("key")), _int(a, "bucket_version")
+        user = parse_user_fields(a.get("meta"))
+        if_none_match = a.get("if_none_match", False)
+        if not isinstance(if_none_match, bool):
+            raise _invalid("if_none_match must be a boolean")
+        if_match = None if a.get("if_match") is None else _str(a, "if_match", max_bytes=MAX_KEY_ARG_BYTES)
+        meta = await self._objects.put_object(bucket=bucket, key=key, bucket_version=version, user=user,
+                                              if_none_match=if_none_match, if_match=if_match, body=call.body,
+                                              request_id=call.request_id)
+        return {"meta": meta}
+
+    async def get_object(self, call: Call) -> Streamed:
+        a = self._begin(call)
+        meta, body = await self._objects.get_object(bucket=_bucket(a), key=check_key(a.get("key")),
+                                                    bucket_version=_int(a, "bucket_version"), byte_range=_range(a))
+        return Streamed({"meta": meta}, body)
+
+    async def head_object(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        meta = await self._objects.head_object(bucket=_bucket(a), key=check_key(a.get("key")),
+                                               bucket_version=_int(a, "bucket_version"))
+        return {"meta": meta}
+
+    async def delete_object(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        return await self._objects.delete_object(bucket=_bucket(a), key=check_key(a.get("key")),
+                                                 bucket_version=_int(a, "bucket_version"),
+                                                 request_id=call.request_id)
+
+    async def list_objects(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        max_keys = min(_int(a, "max_keys", default=MAX_LIST_KEYS), MAX_LIST_KEYS)
+        return await self._objects.list_objects(
+            bucket=_bucket(a), bucket_version=_int(a, "bucket_version"),
+            prefix=_str(a, "prefix", max_bytes=MAX_KEY_ARG_BYTES, default=""),
+            start_after=_str(a, "start_after", max_bytes=MAX_KEY_ARG_BYTES, default=""), max_keys=max_keys)
+
+    async def replica_put(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        return await self._replicas.replica_put(caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a),
+                                                epoch=_int(a, "epoch"), start=parse_replica_meta(a.get("meta")),
+                                                body=call.body)
+
+    async def replica_delete(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        return await self._replicas.replica_delete(caller=call.principal, bucket_id=_bucket_id(a),
+                                                   bucket=_bucket(a), epoch=_int(a, "epoch"),
+                                                   key=check_key(a.get("key")))
