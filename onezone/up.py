@@ -25,7 +25,7 @@ onezone is up: KMS, coordinator, {nodes} nodes in zone {zone}, gateway.
   cluster file       {data_dir}/cluster.json   (mode 0600; metrics URLs for Prometheus too)
   logs               {data_dir}/logs/
 
-Try it with the aws CLI:
+Try it with the aws CLI (pip install awscli; `python3 dev.py test` puts one in .venv/bin):
 
   export AWS_ACCESS_KEY_ID={akid} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={region}
   aws --endpoint-url {endpoint} kms create-key --description demo
