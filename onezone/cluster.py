@@ -134,6 +134,7 @@ class LocalCluster:
     port: int = 9000
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    https: bool = False  # serve S3 over TLS with a certificate from the cluster CA
     node_options: dict[str, Any] = field(default_factory=dict)
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
@@ -150,6 +151,20 @@ class LocalCluster:
         write_cluster_certs(self.data_dir / "certs", ["kms", "coordinator", "gateway", "admin", *self.node_names])
         _write_secret(self.data_dir / "kms" / "root.key", secrets.token_hex(32))
         _write_secret(self.data_dir / "gateway" / "session.key", secrets.token_hex(32))
+        if self.https:
+            self._https_cert()
+
+    def _https_cert(self) -> None:
+        """The S3 endpoint's certificate, signed by the cluster CA (clients verify with ca.pem)."""
+        from proto.certs import issue_cert
+
+        certs = self.data_dir / "certs"
+        if (certs / "s3-endpoint.pem").exists():
+            return
+        cert, key = issue_cert((certs / "ca.pem").read_bytes(), (certs / "ca.key").read_bytes(), "s3-endpoint",
+                               extra_dns=["localhost"], ip_addresses=["127.0.0.1", "::1"])
+        _write_secret(certs / "s3-endpoint.key", key.decode())
+        (certs / "s3-endpoint.pem").write_bytes(cert)
 
     def _common(self, principal: str) -> dict[str, Any]:
         certs = self.data_dir / "certs"
@@ -184,7 +199,9 @@ class LocalCluster:
             gw = self._daemon("gateway", "gateway", {
                 **self._common("gateway"), "listen": f"{self.host}:{self.port}",
                 "coordinator": coord_addr, "kms": kms_addr,
-                "session_key_file": str(self.data_dir / "gateway" / "session.key")})
+                "session_key_file": str(self.data_dir / "gateway" / "session.key"),
+                **({"https_cert": str(self.data_dir / "certs" / "s3-endpoint.pem"),
+                    "https_key": str(self.data_dir / "certs" / "s3-endpoint.key")} if self.https else {})})
             self.endpoint = gw.start()["endpoint"]
             self._wait_ready()
             self._write_cluster_json()
