@@ -86,8 +86,8 @@ async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend
         ctx = await backend.auth_context(session.iam_access_key_id)
         if ctx is None or not ctx.active:
             raise S3Error("AccessDenied", "The credentials that created this session are no longer valid.")
-        if auth.presigned and auth.expires_s is not None:
-            pass  # validity = min(X-Amz-Expires, session expiry): the token check above enforced the latter
+        # a presigned URL is valid for min(X-Amz-Expires, session expiry): check_request_time
+        # enforced the former, open_token the latter
     else:
         ctx = await backend.auth_context(auth.access_key_id)
         if ctx is None or not ctx.active:
