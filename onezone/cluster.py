@@ -135,6 +135,7 @@ class LocalCluster:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     node_options: dict[str, Any] = field(default_factory=dict)
+    gateway_options: dict[str, Any] = field(default_factory=dict)  # e.g. https_cert / https_key
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
     credentials: dict[str, str] = field(default_factory=dict)
@@ -184,7 +185,7 @@ class LocalCluster:
             gw = self._daemon("gateway", "gateway", {
                 **self._common("gateway"), "listen": f"{self.host}:{self.port}",
                 "coordinator": coord_addr, "kms": kms_addr,
-                "session_key_file": str(self.data_dir / "gateway" / "session.key")})
+                "session_key_file": str(self.data_dir / "gateway" / "session.key"), **self.gateway_options})
             self.endpoint = gw.start()["endpoint"]
             self._wait_ready()
             self._write_cluster_json()
