@@ -281,3 +281,22 @@ def test_bucket_with_upload_in_progress_is_not_empty(s3):
     assert _code(e) == "BucketNotEmpty"
     s3.abort_multipart_upload(Bucket=f"api-mpu--{ZONE}--x-s3", Key="k", UploadId=uid)
     s3.delete_bucket(Bucket=f"api-mpu--{ZONE}--x-s3")
+
+
+def test_presigned_get_and_put(s3, iam_s3):
+    import urllib.request
+
+    s3.put_object(Bucket=BUCKET, Key="pre/a.txt", Body=b"presigned")
+    for c in (s3, iam_s3):
+        url = c.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "pre/a.txt"}, ExpiresIn=60)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.read() == b"presigned"
+    url = iam_s3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "pre/b.txt"}, ExpiresIn=60)
+    req = urllib.request.Request(url, data=b"put via url", method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    assert s3.get_object(Bucket=BUCKET, Key="pre/b.txt")["Body"].read() == b"put via url"
+    bad = url.replace("pre/b.txt", "pre/c.txt")  # the signature covers the path
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(bad, data=b"x", method="PUT"), timeout=10)
+    assert e.value.code == 403
