@@ -19,7 +19,8 @@ from typing import Any
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway import aws_apis, routing, s3_buckets, s3_objects
+from gateway import aws_apis, routing, s3_buckets, s3_lists, s3_objects
+from gateway import s3_extra
 from gateway.auth import authenticate, authorize_s3, parse_auth
 from gateway.backend import Backend, s3_error
 from gateway.config import GatewayConfig
@@ -167,7 +168,7 @@ class Gateway:
                 "GetBucketEncryption": s3_buckets.get_bucket_encryption,
             }.get(op)
             if handler is None:
-                raise S3Error("NotImplemented", f"{op} is not supported by onezone yet.")
+                return await s3_extra.bucket_op(op, ctx, self.backend, route.query, self.cfg)
             if op == "CreateSession":
                 mode = req.header("x-amz-create-session-mode") or "ReadWrite"
                 try:
@@ -179,9 +180,11 @@ class Gateway:
                 return resp
             return await handler(ctx, self.backend)
         bucket, key = route.bucket, route.key
+        s3_lists.check_user_key(key)
+        if op in s3_extra.OBJECT_OPS or (op == "PutObject" and req.header("x-amz-copy-source") is not None):
+            return await s3_extra.object_op(op, req, ident, self.backend, bucket, key, route.query, now=now,
+                                            cfg=self.cfg, body=body)
         if op == "PutObject":
-            if req.header("x-amz-copy-source") is not None:
-                raise S3Error("NotImplemented", "CopyObject is not supported by onezone yet.")
             return await s3_objects.put_object(req, ident, self.backend, bucket, key, now=now,
                                                max_bytes=self.cfg.max_object_bytes)
         if op in ("GetObject", "HeadObject"):

@@ -134,6 +134,7 @@ _TABLE: dict[str, tuple[int, str]] = {
         "The list of parts was not in ascending order. The parts list must be "
         "specified in order by part number.",
     ),
+    "InvalidPartNumber": (416, "The requested partnumber is not satisfiable"),
     "InvalidWriteOffset": (
         400,
         "The write offset value that you specified does not match the current "

@@ -12,6 +12,7 @@ request body the handler did not read is drained when small, otherwise the conne
 
 from __future__ import annotations
 
+import http
 import logging
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -22,6 +23,7 @@ import trio
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 2.0
 DRAIN_LIMIT = 1024 * 1024
 
 
@@ -140,7 +142,8 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: Ht
             await _send_response(conn, req, resp)
             if not req.body.done and conn.h11.their_state is h11.SEND_BODY:
                 if conn.h11.they_are_waiting_for_100_continue:
-                    return  # the client never sent the body; close rather than guess
+                    await _linger(stream)  # the client never sent the body: close, gently
+                    return
                 try:
                     await req.body.read_all(DRAIN_LIMIT)
                 except BodyTooLarge:
@@ -163,14 +166,43 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: Ht
         await trio.aclose_forcefully(stream)
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close and read what the client still sends (bounded), so that closing does not
+    reset the connection (a reset can discard the response the client has not read yet)."""
+    send_eof = getattr(stream, "send_eof", None)
+    try:
+        if send_eof is not None:
+            await send_eof()
+        with trio.move_on_after(LINGER_S):
+            drained = 0
+            while drained < DRAIN_LIMIT:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                drained += len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
 async def _send_response(conn: _Conn, req: HttpRequest, resp: HttpResponse) -> None:
     headers = list(resp.headers)
+    if conn.h11.they_are_waiting_for_100_continue:
+        headers.append(("connection", "close"))  # the client will not send the body: do not reuse
     body = resp.body
     if isinstance(body, (bytes, bytearray)):
         headers.append(("content-length", str(resp.content_length if resp.content_length is not None else len(body))))
     elif resp.content_length is not None:
         headers.append(("content-length", str(resp.content_length)))
-    await conn.send(h11.Response(status_code=resp.status, headers=headers))
+    # a reason phrase is required in practice: botocore's 100-continue path splits the status
+    # line in three and misreads a final response without one
+    await conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
     if resp.on_first_byte is not None:
         resp.on_first_byte()
     if req.method != "HEAD" and resp.status not in (204, 304):

@@ -74,7 +74,10 @@ _UNSUPPORTED_SUBRESOURCES = ("acl", "tagging", "versioning", "lifecycle", "websi
                              "logging", "notification", "replication", "object-lock", "versions",
                              "requestPayment", "accelerate", "analytics", "inventory", "metrics",
                              "ownershipControls", "publicAccessBlock", "intelligent-tiering",
-                             "legal-hold", "retention", "torrent", "restore", "select", "location")
+                             "legal-hold", "retention", "torrent", "restore", "select", "location",
+                             "policyStatus", "abac", "annotation", "metadataConfiguration", "metadataTable",
+                             "metadataAnnotationTable", "metadataInventoryTable", "metadataJournalTable",
+                             "encryption")
 
 
 def route(method: str, host: str, target: str, *, service: str | None, x_amz_target: str | None,

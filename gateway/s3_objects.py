@@ -78,8 +78,10 @@ def _checksum_plan(req: HttpRequest) -> tuple[str, str | None, bool]:
 
 
 async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
-                       result: dict[str, Any]) -> AsyncIterator[bytes]:
-    """The decoded, verified request body; fills ``result`` with the checksum once complete."""
+                       result: dict[str, Any], algorithm: str | None = None) -> AsyncIterator[bytes]:
+    """The decoded, verified request body; fills ``result`` with the checksum once complete.
+
+    ``algorithm`` (when the request names none) is the checksum to compute anyway."""
     payload_hash = ident.auth.payload_hash
     encodings = [e.strip() for e in (req.header("content-encoding") or "").split(",") if e.strip()]
     chunked = "aws-chunked" in encodings or payload_hash in STREAMING
@@ -91,6 +93,8 @@ async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
                                               ident.auth.signature)
         decoder = AwsChunkedDecoder(chunk_verifier=verifier)
     algo, expected, in_trailer = _checksum_plan(req)
+    if algorithm is not None and expected is None and not in_trailer:
+        algo = algorithm
     digest = checksums.new_checksum(algo)
     sha = hashlib.sha256() if len(payload_hash) == 64 else None
     decoded_len = req.header("x-amz-decoded-content-length")
@@ -142,7 +146,13 @@ def object_headers(meta: dict[str, Any], record: dict[str, Any], *, checksum: bo
     for k, v in (meta.get("user_meta") or {}).items():
         h.append(("x-amz-meta-" + k, v))
     h += object_sse_headers(meta, record)
-    if checksum and meta.get("checksum_algorithm") and meta.get("checksum_value"):
+    mp = meta.get("multipart") or {}
+    if mp.get("parts") is not None:
+        h.append(("x-amz-mp-parts-count", str(len(mp["parts"]))))
+    if checksum and mp.get("checksum_type") == "COMPOSITE" and mp.get("checksum"):
+        h.append((checksums.header_name(mp["algorithm"]), mp["checksum"]))
+        h.append(("x-amz-checksum-type", "COMPOSITE"))
+    elif checksum and meta.get("checksum_algorithm") and meta.get("checksum_value"):
         h.append((checksums.header_name(meta["checksum_algorithm"]), meta["checksum_value"]))
         h.append(("x-amz-checksum-type", "FULL_OBJECT"))
     return h
@@ -313,13 +323,13 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
         if exc.kind == "NoSuchBucket":
             raise S3Error("NoSuchBucket", resource="/" + bucket) from None
         raise S3Error("NoSuchKey", resource=resource, extra={"Key": key}) from None
-    if "partNumber" in query:
-        if query["partNumber"] != "1":
-            raise S3Error("InvalidArgument", "The requested partnumber is not satisfiable")
+    part_range = _part_range(meta, query)
     status = check_conditions(req, meta)
     checksum_mode = (req.header("x-amz-checksum-mode") or "").upper() == "ENABLED"
     size = meta["size"]
-    rng = parse_range(req.header("range"), size)
+    rng = part_range if part_range is not None else parse_range(req.header("range"), size)
+    if part_range is not None and (meta.get("multipart") or {}).get("parts") is None:
+        rng = None  # partNumber=1 of a single-part object is the whole object
     headers = object_headers(meta, record, checksum=checksum_mode and rng is None)
     if status == 304:
         return HttpResponse(304, [(k, v) for k, v in headers if k in ("etag", "last-modified")])
@@ -336,6 +346,25 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     node = backend.node(record["replicas"][0])
     return HttpResponse(code, headers, _stream_object(node, args, meta["etag"], length, backend.timeout_s),
                         content_length=length)
+
+
+def _part_range(meta: dict[str, Any], query: dict[str, str]) -> tuple[int, int] | None:
+    """The byte range of ``?partNumber=N`` (multipart objects; 1 is the whole of any other)."""
+    if "partNumber" not in query:
+        return None
+    raw = query["partNumber"]
+    parts = (meta.get("multipart") or {}).get("parts")
+    if not raw.isdigit() or len(raw) > 5 or int(raw) < 1:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
+    n = int(raw)
+    if parts is None:
+        if n != 1:
+            raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+        return (0, max(meta["size"] - 1, 0))
+    if n > len(parts) or parts[n - 1][0] == 0:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+    first = sum(p[0] for p in parts[: n - 1])
+    return first, first + parts[n - 1][0] - 1
 
 
 async def _stream_object(node, args: dict[str, Any], etag: str, length: int, timeout_s: float) -> AsyncIterator[bytes]:

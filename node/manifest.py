@@ -36,7 +36,8 @@ DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
 _STR_FIELDS = ("content_type", "cache_control", "content_disposition", "content_encoding",
                "content_language")
-USER_FIELDS = frozenset(_STR_FIELDS + ("user_meta", "expires", "checksum_algorithm", "checksum_value"))
+USER_FIELDS = frozenset(_STR_FIELDS + ("user_meta", "expires", "checksum_algorithm", "checksum_value",
+                                       "multipart"))
 """The fields a gateway may set in PutObject's ``meta``."""
 _START_FIELDS = frozenset(USER_FIELDS - {"checksum_value"}
                           | {"key", "last_modified", "sse_algorithm", "kms_key_arn", "key_gen",
@@ -100,7 +101,38 @@ def parse_user_fields(meta: Any) -> dict[str, Any]:
     if size > MAX_USER_META_BYTES:
         raise _invalid(f"user metadata is {size} bytes; the limit is {MAX_USER_META_BYTES}", "MetadataTooLarge")
     out["user_meta"] = dict(user_meta)
+    if meta.get("multipart") is not None:
+        out["multipart"] = parse_multipart(meta["multipart"])
     out.setdefault("content_type", DEFAULT_CONTENT_TYPE)
+    return out
+
+
+_MP_STR_FIELDS = {"etag": 64, "upload_id": 128, "upload_key": 1024, "checksum_type": 32, "checksum": 256,
+                  "algorithm": 16, "owner": 2048}
+MAX_PARTS = 10000
+
+
+def parse_multipart(value: Any) -> dict[str, Any]:
+    """Validate the ``multipart`` meta field: what the gateway records about a multipart object
+    (its ``etag`` ``<hex>-N``, which the node then uses as the object's ETag, and ``parts``:
+    ``[[size, checksum or None], ...]``) or about an upload in progress. The node checks types
+    and sizes only; the meaning is the gateway's (gateway/s3_multipart.py).
+    """
+    if not isinstance(value, dict):
+        raise _invalid("meta.multipart must be a map")
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        if name in _MP_STR_FIELDS:
+            if not isinstance(item, str) or len(item.encode("utf-8", "surrogatepass")) > _MP_STR_FIELDS[name]:
+                raise _invalid(f"meta.multipart.{name} must be a string of at most {_MP_STR_FIELDS[name]} bytes")
+        elif name == "parts":
+            if not isinstance(item, list) or len(item) > MAX_PARTS or not all(
+                    isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+                    and p[0] >= 0 and (p[1] is None or (isinstance(p[1], str) and len(p[1]) <= 128)) for p in item):
+                raise _invalid(f"meta.multipart.parts must be at most {MAX_PARTS} [size, checksum] pairs")
+        else:
+            raise _invalid(f"unknown meta.multipart field {str(name)[:64]!r}")
+        out[name] = item
     return out
 
 
@@ -121,6 +153,7 @@ def start_manifest(*, key: str, user: dict[str, Any], object_id: bytes, key_gen:
 
 def finish_manifest(start: dict[str, Any], *, size: int, etag: str, chunks: int,
                     checksum_value: str | None) -> dict[str, Any]:
+    etag = (start.get("multipart") or {}).get("etag") or etag  # a multipart object's ETag is <hex>-N
     m = dict(start, v=MANIFEST_VERSION, size=size, etag=etag, chunks=chunks)
     if checksum_value is not None:
         m["checksum_value"] = checksum_value

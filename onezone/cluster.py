@@ -136,6 +136,7 @@ class LocalCluster:
     account_id: str = "000000000000"
     https: bool = False  # serve S3 over TLS with a certificate from the cluster CA
     node_options: dict[str, Any] = field(default_factory=dict)
+    gateway_options: dict[str, Any] = field(default_factory=dict)  # e.g. https_cert / https_key
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
     credentials: dict[str, str] = field(default_factory=dict)
@@ -201,7 +202,8 @@ class LocalCluster:
                 "coordinator": coord_addr, "kms": kms_addr,
                 "session_key_file": str(self.data_dir / "gateway" / "session.key"),
                 **({"https_cert": str(self.data_dir / "certs" / "s3-endpoint.pem"),
-                    "https_key": str(self.data_dir / "certs" / "s3-endpoint.key")} if self.https else {})})
+                    "https_key": str(self.data_dir / "certs" / "s3-endpoint.key")} if self.https else {}),
+                **self.gateway_options})
             self.endpoint = gw.start()["endpoint"]
             self._wait_ready()
             self._write_cluster_json()

@@ -28,7 +28,7 @@ EXPECTED_STATUS = {
     "BucketAlreadyExists": 409, "BucketAlreadyOwnedByYou": 409, "BucketNotEmpty": 409, "InvalidRequest": 400,
     "InvalidArgument": 400, "InvalidLocationConstraint": 400, "InvalidBucketState": 409,
     "PreconditionFailed": 412, "NotModified": 304, "InvalidRange": 416, "EntityTooSmall": 400,
-    "EntityTooLarge": 400, "InvalidPart": 400, "InvalidPartOrder": 400, "InvalidWriteOffset": 400,
+    "EntityTooLarge": 400, "InvalidPart": 400, "InvalidPartOrder": 400, "InvalidPartNumber": 416, "InvalidWriteOffset": 400,
     "TooManyParts": 400, "EncryptionTypeMismatch": 400, "IdempotencyParameterMismatch": 400, "BadDigest": 400,
     "InvalidDigest": 400, "XAmzContentSHA256Mismatch": 400, "IncompleteBody": 400, "MissingContentLength": 411,
     "MalformedXML": 400, "KeyTooLongError": 400, "MetadataTooLarge": 400, "RequestHeaderSectionTooLarge": 400,
