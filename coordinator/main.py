@@ -23,6 +23,8 @@ import trio
 from coordinator.catalog import Catalog
 from coordinator.config import CoordinatorConfig
 from coordinator.iam import BootstrapError, Iam
+from coordinator.iam_entities import IamEntities
+from coordinator.iam_service import IAM_ENTITY_ACL, IamEntityService
 from coordinator.kms_client import KmsApi
 from coordinator.membership import Membership
 from coordinator.metrics import CoordinatorMetrics
@@ -122,7 +124,9 @@ async def serve(
                       secret_cache_s=cfg.iam_secret_cache_s, rng=rng)
             service = CoordinatorService(nodes=nodes, catalog=catalog, iam=iam,
                                          heartbeat_interval_s=cfg.heartbeat_interval_s)
-            server = RpcServer(service.handlers(), acl=ACL, ssl_context=cfg.tls.server_context(),
+            entities = IamEntityService(IamEntities(store=store, account_id=cfg.account_id, clock=clock, rng=rng))
+            server = RpcServer({**service.handlers(), **entities.handlers()}, acl={**ACL, **IAM_ENTITY_ACL},
+                               ssl_context=cfg.tls.server_context(),
                                name="coordinator", observe=metrics.observe_rpc,
                                default_timeout_s=cfg.rpc_timeout_s)
             async with trio.open_nursery() as nursery:
