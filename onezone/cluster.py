@@ -135,6 +135,8 @@ class LocalCluster:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     node_options: dict[str, Any] = field(default_factory=dict)
+    coordinator_options: dict[str, Any] = field(default_factory=dict)
+    gateway_options: dict[str, Any] = field(default_factory=dict)
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
     credentials: dict[str, str] = field(default_factory=dict)
@@ -174,7 +176,8 @@ class LocalCluster:
             kms_addr = kms.start()["rpc"]
             coord = self._daemon("coordinator", "coordinator", {
                 **self._common("coordinator"), "data_dir": str(self.data_dir / "coordinator"),
-                "kms": kms_addr, "zones": [self.zone], "replicas": min(3, self.nodes)})
+                "kms": kms_addr, "zones": [self.zone], "replicas": min(3, self.nodes),
+                **self.coordinator_options})
             coord_addr = coord.start()["rpc"]
             for name in self.node_names:
                 self._daemon(name, "node", {
@@ -184,7 +187,8 @@ class LocalCluster:
             gw = self._daemon("gateway", "gateway", {
                 **self._common("gateway"), "listen": f"{self.host}:{self.port}",
                 "coordinator": coord_addr, "kms": kms_addr,
-                "session_key_file": str(self.data_dir / "gateway" / "session.key")})
+                "session_key_file": str(self.data_dir / "gateway" / "session.key"),
+                **self.gateway_options})
             self.endpoint = gw.start()["endpoint"]
             self._wait_ready()
             self._write_cluster_json()
@@ -244,6 +248,22 @@ class LocalCluster:
         targets = [{"targets": [d.info["metrics"]], "labels": {"daemon": d.kind, "instance_name": name}}
                    for name, d in self.daemons.items()]
         (self.data_dir / "prometheus-targets.json").write_text(json.dumps(targets, indent=2))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one daemon (a crash: no drain, no cleanup)."""
+        d = self.daemons[name]
+        if d.alive():
+            d.proc.kill()
+            d.proc.wait()
+
+    def restart(self, name: str) -> dict[str, Any]:
+        """Start a stopped daemon again on the address it had (as a restarted host would), so
+        the daemons configured with that address find it again."""
+        d = self.daemons[name]
+        d.stop(1.0)
+        text = d.config.read_text().replace(f'listen = "{self.host}:0"', f'listen = "{d.info["rpc"]}"', 1)
+        d.config.write_text(text)
+        return d.start()
 
     def stop(self) -> None:
         order = ["gateway", *reversed(self.node_names), "coordinator", "kms"]
