@@ -105,6 +105,7 @@ class Catalog:
             "bucket_key_enabled": b.bucket_key_enabled,
             "keys": [{"gen": k.gen, "kms_key_arn": k.kms_key_arn, "wrapped": k.wrapped} for k in b.keys],
             "active_gen": b.active_gen, "replicas": replicas, "epoch": b.epoch, "version": b.version,
+            "syncing": list(b.syncing),
         }
 
     async def get_bucket(self, name: str) -> BucketRecord:

@@ -39,6 +39,8 @@ class CoordinatorConfig(DaemonConfig):
     admin_credentials_file: Path | None = None
     iam_secret_cache_s: float = 60.0
     kms_wait_s: float = 30.0
+    replace_after_s: float = 300.0       # a node down this long is replaced in its buckets' replica sets
+    reconcile_interval_s: float = 2.0    # how often replica sets are checked (replacement, drain)
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +57,8 @@ class CoordinatorConfig(DaemonConfig):
             raise ValueError("need 0 < heartbeat_interval_s < suspect_after_s < down_after_s")
         if self.iam_secret_cache_s < 0:
             raise ValueError("iam_secret_cache_s must be >= 0")
+        if self.replace_after_s <= 0 or self.reconcile_interval_s <= 0:
+            raise ValueError("replace_after_s and reconcile_interval_s must be > 0")
         if self.kms_wait_s < 0:
             raise ValueError("kms_wait_s must be >= 0")
 

@@ -1,9 +1,12 @@
 """IAM: users, access keys and inline user policies; the bootstrap admin.
 
+(Managed policies, groups and attachments: ``coordinator.iam_entities``.)
+
 Responsibility
 --------------
 The AWS IAM subset of docs/rpc.md over the store, plus ``auth_context`` for the gateway (the
-secret of an access key and its user's policies, to verify SigV4 and evaluate policies).
+secret of an access key and every policy that applies to its user: inline, attached managed
+policies' default versions, and those of the user's groups, to verify SigV4 and evaluate policies).
 
 Invariants
 ----------
@@ -243,7 +246,7 @@ class Iam:
             plain = await self._kms.decrypt(key.secret_blob, {CONTEXT_KEY: access_key_id})
             secret = plain.decode()
             self._cache.put(access_key_id, secret)
-        policies = await self._db(self._store.user_policy_documents, key.user_name)
+        policies = await self._db(self._store.effective_policy_documents, key.user_name)
         return {"user_name": key.user_name, "user_arn": iam_user_arn(self._account, key.user_name),
                 "account_id": self._account, "secret_access_key": secret, "status": key.status,
                 "policies": policies}

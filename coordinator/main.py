@@ -23,7 +23,11 @@ import trio
 from coordinator.catalog import Catalog
 from coordinator.config import CoordinatorConfig
 from coordinator.iam import BootstrapError, Iam
+from coordinator.iam_entities import IamEntities
+from coordinator.iam_service import IAM_ENTITY_ACL, IamEntityService
 from coordinator.kms_client import KmsApi
+from coordinator.lifecycle import NodeLifecycle
+from coordinator.lifecycle_service import LIFECYCLE_ACL, LifecycleService
 from coordinator.membership import Membership
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.nodes import NodeRegistry
@@ -110,7 +114,14 @@ async def serve(
         membership = Membership(suspect_after_s=cfg.suspect_after_s, down_after_s=cfg.down_after_s)
         nodes = NodeRegistry(store=store, membership=membership, clock=clock)
         known = await nodes.load()
+        cm_ref: list[CoordinatorMetrics] = []
+        lifecycle = NodeLifecycle(store=store, membership=membership, clock=clock, replicas=cfg.replicas,
+                                  replace_after_s=cfg.replace_after_s,
+                                  observe_change=lambda reason: cm_ref[0].replica_set_change(reason),
+                                  observe_under_replicated=lambda counts: cm_ref[0].under_replicated(counts))
+        await lifecycle.load()
         cm = CoordinatorMetrics(metrics, membership, clock, lambda: set(cfg.zones) | membership.zones())
+        cm_ref.append(cm)
         async with open_rpc_pool(cfg.tls.client_context(), default_timeout_s=cfg.rpc_timeout_s) as pool:
             kms = KmsApi(pool.client(cfg.kms.host, cfg.kms.port, "kms"), observe=cm.kms_call)
             catalog = Catalog(store=store, membership=membership, kms=kms, region=cfg.region,
@@ -122,7 +133,11 @@ async def serve(
                       secret_cache_s=cfg.iam_secret_cache_s, rng=rng)
             service = CoordinatorService(nodes=nodes, catalog=catalog, iam=iam,
                                          heartbeat_interval_s=cfg.heartbeat_interval_s)
-            server = RpcServer(service.handlers(), acl=ACL, ssl_context=cfg.tls.server_context(),
+            entities = IamEntityService(IamEntities(store=store, account_id=cfg.account_id, clock=clock, rng=rng))
+            life_service = LifecycleService(lifecycle, catalog.zones)
+            server = RpcServer({**service.handlers(), **entities.handlers(), **life_service.handlers()},
+                               acl={**ACL, **IAM_ENTITY_ACL, **LIFECYCLE_ACL},
+                               ssl_context=cfg.tls.server_context(),
                                name="coordinator", observe=metrics.observe_rpc,
                                default_timeout_s=cfg.rpc_timeout_s)
             async with trio.open_nursery() as nursery:
@@ -130,6 +145,7 @@ async def serve(
                 m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host,
                                         cfg.metrics_listen.port)
                 nursery.start_soon(nodes.watch, min(1.0, cfg.heartbeat_interval_s))
+                nursery.start_soon(lifecycle.run, cfg.reconcile_interval_s)
                 life.on_shutdown(server.shutdown)
                 log.info("event=coordinator_started nodes=%d zones=%s admin_bootstrapped=%s",
                          known, ",".join(sorted(catalog.zones())) or "-", created)

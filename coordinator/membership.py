@@ -17,6 +17,10 @@ A registration counts as a heartbeat. ``observe(now)`` compares every node's cur
 with the one last reported and returns the ``Transition``s, so the daemon can log them and act
 on them; heartbeats and registrations report their own transitions (e.g. down -> up) at once.
 
+Independently of liveness, the operator sets an administrative state (``ADMIN_ACTIVE``,
+``ADMIN_DRAINING``, ``ADMIN_REMOVED``): a draining or removed node is never given new
+replicas, and the lifecycle reconciler moves its replicas off (``coordinator.reconcile``).
+
 Nodes loaded from the store after a coordinator restart are given ``now`` as their last
 heartbeat: the coordinator cannot know what happened while it was away, so every node gets
 ``suspect_after_s`` to show up before it is considered suspect.
@@ -32,6 +36,11 @@ class NodeState(enum.StrEnum):
     UP = "up"
     SUSPECT = "suspect"
     DOWN = "down"
+
+
+ADMIN_ACTIVE = "active"
+ADMIN_DRAINING = "draining"
+ADMIN_REMOVED = "removed"
 
 
 class UnknownNode(LookupError):
@@ -62,6 +71,7 @@ class NodeView:
     node: Node
     state: NodeState
     age_s: float
+    admin: str = ADMIN_ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,7 @@ class Membership:
         self.down_after_s = down_after_s
         self._nodes: dict[str, Node] = {}
         self._reported: dict[str, NodeState] = {}
+        self._admin: dict[str, str] = {}
 
     # -- state -----------------------------------------------------------------------------
     def state_at(self, node: Node, now: float) -> NodeState:
@@ -94,8 +105,26 @@ class Membership:
 
     def view(self, now: float, *, zone: str | None = None) -> list[NodeView]:
         """Every node (of ``zone`` if given) with its state at ``now``, by node id."""
-        return [NodeView(n, self.state_at(n, now), max(0.0, now - n.last_heartbeat))
+        return [NodeView(n, self.state_at(n, now), max(0.0, now - n.last_heartbeat),
+                         self._admin.get(n.node_id, ADMIN_ACTIVE))
                 for _, n in sorted(self._nodes.items()) if zone is None or n.zone == zone]
+
+    def admin(self, node_id: str) -> str:
+        return self._admin.get(node_id, ADMIN_ACTIVE)
+
+    def set_admin(self, node_id: str, state: str) -> None:
+        """Set the administrative state (also for a node not registered (yet): a removed one)."""
+        if state not in (ADMIN_ACTIVE, ADMIN_DRAINING, ADMIN_REMOVED):
+            raise ValueError(f"unknown admin state {state!r}")
+        if state == ADMIN_ACTIVE:
+            self._admin.pop(node_id, None)
+        else:
+            self._admin[node_id] = state
+
+    def forget(self, node_id: str) -> None:
+        """Drop a node's registration (its admin state stays)."""
+        self._nodes.pop(node_id, None)
+        self._reported.pop(node_id, None)
 
     def zones(self) -> set[str]:
         return {n.zone for n in self._nodes.values()}

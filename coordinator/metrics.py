@@ -7,6 +7,12 @@
 - ``onezone_coordinator_buckets{zone}``: buckets per zone, updated on every create/delete.
 - ``onezone_coordinator_placement_decisions_total{outcome}``: ``placed`` or
   ``insufficient_capacity``.
+- ``onezone_coordinator_nodes_admin{zone,admin}``: nodes per zone that are ``draining`` or
+  ``removed`` by the operator.
+- ``onezone_coordinator_buckets_under_replicated{zone}``: buckets with fewer than R healthy
+  replicas (live, not draining, not syncing), after each reconciliation round.
+- ``onezone_coordinator_replica_set_changes_total{reason}``: replica-set changes
+  (``replace_lost``, ``drain``, ``drain_done``, ``sync``).
 - ``onezone_coordinator_kms_calls_total{operation,outcome}``: calls to the KMS; outcome ``ok``
   or the error kind.
 """
@@ -35,6 +41,8 @@ class _MembershipCollector(Collector):
                                 labels=["zone", "state"])
         yield GaugeMetricFamily("onezone_coordinator_heartbeat_age_seconds",
                                 "Seconds since the node's last heartbeat.", labels=["node"])
+        yield GaugeMetricFamily("onezone_coordinator_nodes_admin",
+                                "Nodes draining or removed, by zone.", labels=["zone", "admin"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         views = self._membership.view(self._clock())
@@ -51,6 +59,12 @@ class _MembershipCollector(Collector):
         for v in views:
             ages.add_metric([v.node.node_id], v.age_s)
         yield ages
+        admin = GaugeMetricFamily("onezone_coordinator_nodes_admin",
+                                  "Nodes draining or removed, by zone.", labels=["zone", "admin"])
+        for zone in sorted(set(self._zones()) | {v.node.zone for v in views}):
+            for state in ("draining", "removed"):
+                admin.add_metric([zone, state], sum(1 for v in views if v.node.zone == zone and v.admin == state))
+        yield admin
 
 
 class CoordinatorMetrics:
@@ -67,6 +81,20 @@ class CoordinatorMetrics:
                                   ["operation", "outcome"], registry=registry)
         for outcome in ("placed", "insufficient_capacity"):
             self._placements.labels(outcome)
+        self._under = Gauge("onezone_coordinator_buckets_under_replicated",
+                            "Buckets with fewer healthy replicas than wanted, by zone.", ["zone"], registry=registry)
+        self._changes = Counter("onezone_coordinator_replica_set_changes_total",
+                                "Replica-set changes by reason.", ["reason"], registry=registry)
+        self._zones = zones
+        for reason in ("replace_lost", "drain", "drain_done", "sync"):
+            self._changes.labels(reason)
+
+    def replica_set_change(self, reason: str) -> None:
+        self._changes.labels(reason).inc()
+
+    def under_replicated(self, counts: Mapping[str, int]) -> None:
+        for zone in set(self._zones()) | set(counts):
+            self._under.labels(zone).set(counts.get(zone, 0))
 
     def placement(self, outcome: str) -> None:
         self._placements.labels(outcome).inc()

@@ -14,9 +14,9 @@ from typing import Any
 
 import trio
 
-from coordinator.membership import Membership, Node, NodeState, Transition, UnknownNode, ZoneChange
+from coordinator.membership import ADMIN_REMOVED, Membership, Node, NodeState, Transition, UnknownNode, ZoneChange
 from coordinator.store import NodeRecord, SqliteStore
-from proto.errors import InvalidRequest, NotFound
+from proto.errors import AccessDenied, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class NodeRegistry:
 
     async def register(self, *, node_id: str, zone: str, host: str, port: int,
                        capacity_bytes: int, free_bytes: int) -> None:
+        if self.membership.admin(node_id) == ADMIN_REMOVED:
+            raise AccessDenied(f"node {node_id} was removed from the cluster; an operator must "
+                               "activate it again (onezone admin node activate)", kind="NodeRemoved")
         async with self._lock:
             old = self.membership.get(node_id)
             if old is not None and old.zone != zone:

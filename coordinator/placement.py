@@ -23,7 +23,8 @@ capacities within 1.5x of each other (6 nodes, R = 3) shares stay within ~7% of 
 share; at 3x the largest node gets ~10% less than its share. Correcting that would need
 weights computed from the whole zone, which would break the minimal-movement property.
 
-Only live nodes are candidates: a node must be ``up`` (not suspect, not down) and not full
+Only live nodes are candidates: a node must be ``up`` (not suspect, not down), active (not
+draining or removed by the operator) and not full
 (free space below ``min_free_ratio`` of its capacity). Fewer candidates than R is an error,
 never a silently smaller replica set.
 """
@@ -35,7 +36,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from coordinator.membership import NodeState, NodeView
+from coordinator.membership import ADMIN_ACTIVE, NodeState, NodeView
 
 DEFAULT_MIN_FREE_RATIO = 0.01
 
@@ -61,9 +62,10 @@ def is_full(capacity_bytes: int, free_bytes: int, min_free_ratio: float = DEFAUL
 
 def candidates(views: Iterable[NodeView], zone: str, *,
                min_free_ratio: float = DEFAULT_MIN_FREE_RATIO) -> list[Candidate]:
-    """The nodes of ``zone`` that may receive new replicas: up and not full."""
+    """The nodes of ``zone`` that may receive new replicas: up, active (not draining or
+    removed) and not full."""
     return [Candidate(v.node.node_id, float(v.node.capacity_bytes)) for v in views
-            if v.node.zone == zone and v.state is NodeState.UP
+            if v.node.zone == zone and v.state is NodeState.UP and v.admin == ADMIN_ACTIVE
             and not is_full(v.node.capacity_bytes, v.node.free_bytes, min_free_ratio)]
 
 

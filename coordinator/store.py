@@ -19,8 +19,8 @@ Invariants
 - Secrets are stored only as KMS ciphertext blobs (``secret_blob``); this module never sees a
   clear secret.
 
-Failures are reported with the small exception types below; the catalog and IAM layers turn
-them into the typed RPC errors of ``proto.errors``.
+Failures are the exception types of ``coordinator.store_errors``; the catalog and IAM layers
+turn them into the typed RPC errors of ``proto.errors``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from coordinator.store_errors import (  # noqa: F401  (re-exported: the store's interface)
+    HasDependents,
+    LimitReached,
+    NoSuchRow,
+    RowExists,
+    SchemaError,
+    StoreError,
+    VersionMismatch,
+)
+from coordinator.store_iam import IAM_SCHEMA_V2, IamEntityTables
+from coordinator.store_lifecycle import LIFECYCLE_SCHEMA_V2, LifecycleTables
+
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE nodes (
@@ -91,36 +103,9 @@ CREATE TABLE user_policies (
 );
 """
 
-# version -> SQL that upgrades a database from (version - 1).
-_MIGRATIONS: dict[int, str] = {}
-
-
-class StoreError(Exception):
-    """Base of the store's own failures."""
-
-
-class SchemaError(StoreError):
-    """The database file has a schema this code cannot use."""
-
-
-class NoSuchRow(StoreError):
-    """The user, key, policy or bucket named does not exist (message says which)."""
-
-
-class RowExists(StoreError):
-    """A row with that name or id already exists."""
-
-
-class HasDependents(StoreError):
-    """The row cannot be deleted while others refer to it."""
-
-
-class LimitReached(StoreError):
-    """A per-user limit (access keys, policy bytes) would be exceeded."""
-
-
-class VersionMismatch(StoreError):
-    """A compare-and-swap update found another version than expected."""
+# version -> SQL that upgrades a database from (version - 1). A new database is created at
+# version 1 and migrated, so every database goes through the same statements.
+_MIGRATIONS: dict[int, str] = {2: IAM_SCHEMA_V2 + LIFECYCLE_SCHEMA_V2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +143,7 @@ class BucketRecord:
     replicas: tuple[str, ...]
     epoch: int
     version: int
+    syncing: tuple[str, ...] = ()  # replicas of this epoch still being copied to (not yet in sync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +163,13 @@ class AccessKeyRecord:
     secret_blob: bytes
 
 
-class SqliteStore:
-    """See the module docstring. Open with ``SqliteStore.open(path)``; ``close()`` when done."""
+class SqliteStore(IamEntityTables, LifecycleTables):
+    """See the module docstring. Open with ``SqliteStore.open(path)``; ``close()`` when done.
+
+    Managed policies, groups and attachments live in ``IamEntityTables`` (store_iam.py), node
+    administrative states and replica copies in ``LifecycleTables`` (store_lifecycle.py): the
+    same transactions (``_tx``), split only to keep modules small.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -217,8 +208,7 @@ class SqliteStore:
                 db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 for stmt in _statements(_SCHEMA_V1):  # not executescript: it would COMMIT
                     db.execute(stmt)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                return
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
             row = db.execute("SELECT version FROM schema_version").fetchone()
             version = row[0] if row else 0
             if version > SCHEMA_VERSION:
@@ -346,9 +336,11 @@ class SqliteStore:
             _require_user(db, user_name)
             keys = db.execute("SELECT count(*) FROM access_keys WHERE user_name = ?", (user_name,)).fetchone()[0]
             pols = db.execute("SELECT count(*) FROM user_policies WHERE user_name = ?", (user_name,)).fetchone()[0]
-            if keys or pols:
-                raise HasDependents(f"user {user_name} still has {keys} access key(s) and "
-                                    f"{pols} inline policy(ies); delete them first")
+            groups, attached = self._user_links(db, user_name)
+            if keys or pols or groups or attached:
+                raise HasDependents(f"user {user_name} still has {keys} access key(s), {pols} inline "
+                                    f"policy(ies), {groups} group membership(s) and {attached} "
+                                    "attached policy(ies); remove them first")
             db.execute("DELETE FROM users WHERE user_name = ?", (user_name,))
 
     def insert_access_key(self, key: AccessKeyRecord, *, max_per_user: int) -> None:
@@ -451,29 +443,31 @@ def _statements(script: str) -> list[str]:
 def _get_bucket(db: _Cursorish, name: str) -> BucketRecord | None:
     row = db.execute(
         "SELECT name, bucket_id, zone, owner, created, type, sse_algorithm, kms_key_arn, "
-        "bucket_key_enabled, active_gen, replicas, epoch, version FROM buckets WHERE name = ?",
+        "bucket_key_enabled, active_gen, replicas, epoch, version, syncing FROM buckets WHERE name = ?",
         (name,)).fetchone()
     if row is None:
         return None
     keys = tuple(BucketKey(gen, arn, bytes(wrapped)) for gen, arn, wrapped in db.execute(
         "SELECT gen, kms_key_arn, wrapped FROM bucket_keys WHERE bucket_id = ? ORDER BY gen", (row[1],)))
     (name, bucket_id, zone, owner, created, typ, sse, kms_arn, bke, active_gen, replicas, epoch,
-     version) = row
+     version, syncing) = row
     return BucketRecord(name=name, bucket_id=bytes(bucket_id), zone=zone, owner=owner, created=created,
                         type=typ, sse_algorithm=sse, kms_key_arn=kms_arn, bucket_key_enabled=bool(bke),
                         keys=keys, active_gen=active_gen, replicas=tuple(json.loads(replicas)),
-                        epoch=epoch, version=version)
+                        epoch=epoch, version=version, syncing=tuple(json.loads(syncing)))
 
 
 def _write_bucket(db: _Cursorish, b: BucketRecord, *, insert: bool) -> None:
     values = (b.zone, b.owner, b.created, b.type, b.sse_algorithm, b.kms_key_arn,
-              int(b.bucket_key_enabled), b.active_gen, json.dumps(list(b.replicas)), b.epoch, b.version)
+              int(b.bucket_key_enabled), b.active_gen, json.dumps(list(b.replicas)), b.epoch, b.version,
+              json.dumps(list(b.syncing)))
     if insert:
-        db.execute("INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (b.name, b.bucket_id, *values))
+        db.execute("INSERT INTO buckets (name, bucket_id, zone, owner, created, type, sse_algorithm, "
+                   "kms_key_arn, bucket_key_enabled, active_gen, replicas, epoch, version, syncing) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (b.name, b.bucket_id, *values))
     else:
         db.execute("UPDATE buckets SET zone=?, owner=?, created=?, type=?, sse_algorithm=?, kms_key_arn=?, "
-                   "bucket_key_enabled=?, active_gen=?, replicas=?, epoch=?, version=? WHERE name = ?",
+                   "bucket_key_enabled=?, active_gen=?, replicas=?, epoch=?, version=?, syncing=? WHERE name = ?",
                    (*values, b.name))
     for key in b.keys:
         db.execute("INSERT INTO bucket_keys VALUES (?, ?, ?, ?) ON CONFLICT (bucket_id, gen) DO NOTHING",

@@ -19,8 +19,7 @@ from typing import Any
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway import aws_apis, routing, s3_buckets, s3_lists, s3_objects
-from gateway import s3_extra
+from gateway import aws_apis, iam_api, routing, s3_buckets, s3_extra, s3_lists, s3_objects
 from gateway.auth import authenticate, authorize_s3, parse_auth
 from gateway.backend import Backend, s3_error
 from gateway.config import GatewayConfig
@@ -52,6 +51,13 @@ class GatewayMetrics:
         self.auth_failures = Counter("onezone_gateway_auth_failures_total", "Authentication failures by code.",
                                      ["code"], registry=r)
         self.in_flight = Gauge("onezone_gateway_requests_in_flight", "Requests being served.", registry=r)
+        self.stale_served = Counter("onezone_gateway_stale_served_total",
+                                    "Cached entries served past their TTL because the coordinator was "
+                                    "unreachable, by what (auth_context, bucket).", ["what"], registry=r)
+        self.iam_eval = Histogram("onezone_gateway_iam_evaluation_seconds",
+                                  "Time to evaluate the caller's IAM policies for one decision.",
+                                  buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1),
+                                  registry=r)
 
 
 class Gateway:
@@ -61,6 +67,7 @@ class Gateway:
         self.backend = backend
         self.session_key = session_key
         self.m = GatewayMetrics(metrics)
+        backend.observe_stale = lambda what: self.m.stale_served.labels(what).inc()
         self.clock = clock
         self.active = 0
         self.own_hosts = frozenset(h.lower() for h in cfg.hostnames) | {"127.0.0.1", "[::1]", "localhost"}
@@ -145,13 +152,14 @@ class Gateway:
         if route.operation in BODY_OPS:
             body, digest = await self._read_body(req, auth)
         ident = await authenticate(req, auth, self.backend, session_key=self.session_key, now=now,
-                                   max_skew_s=self.cfg.max_clock_skew_s, body_sha256=digest)
+                                   max_skew_s=self.cfg.max_clock_skew_s, body_sha256=digest,
+                                   observe_eval=self.m.iam_eval.observe)
         region, account = self.cfg.region, self.cfg.account_id
         op = route.operation
         if op == "KmsJson":
             return await aws_apis.kms_json(req, ident, body, self.backend, region=region, account=account, now=now)
         if op == "IamQuery":
-            return await aws_apis.iam_query(req, ident, body, self.backend, account=account, now=now,
+            return await iam_api.iam_query(req, ident, body, self.backend, account=account, now=now,
                                             request_id=request_id)
         authorize_s3(op, route.bucket, ident, req, region=region, account=account, now=now)
         if op in ("ListDirectoryBuckets", "ListBuckets"):

@@ -15,6 +15,8 @@ operations are authorized by the session (ReadOnly sessions may only read).
 from __future__ import annotations
 
 import datetime
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,7 @@ class Identity:
     signing_key: bytes
     context: AuthContext  # the IAM user (for a session: the user who created it)
     session: sessions.Session | None
+    observe_eval: Callable[[float], None] | None = None  # IAM evaluation latency (seconds)
 
 
 def _now_dt(now: float) -> datetime.datetime:
@@ -61,7 +64,8 @@ def parse_auth(req: HttpRequest) -> sigv4.AuthRequest | None:
 
 async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend: Backend, *,
                        session_key: bytes, now: float, max_skew_s: int,
-                       body_sha256: str | None = None) -> Identity:
+                       body_sha256: str | None = None,
+                       observe_eval: Callable[[float], None] | None = None) -> Identity:
     """Verify the request's signature; raise S3Error with the AWS code otherwise."""
     if auth is None:
         raise S3Error("AccessDenied", "Anonymous requests are not allowed.")
@@ -97,7 +101,7 @@ async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend
         key = sigv4.verify(auth, secret, req.method, req.target, req.headers, body_sha256=body_sha256)
     except sigv4.SigV4Error as exc:
         raise S3Error(exc.code, exc.message) from None
-    return Identity(auth, key, ctx, session)
+    return Identity(auth, key, ctx, session, observe_eval)
 
 
 def request_context(req: HttpRequest, ident: Identity, now: float, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -116,7 +120,11 @@ def request_context(req: HttpRequest, ident: Identity, now: float, extra: dict[s
 
 
 def allowed(ident: Identity, action: str, resource: str, context: dict[str, Any]) -> bool:
-    return evaluate(ident.context.policies, action=action, resource=resource, context=context) is Decision.ALLOW
+    start = time.perf_counter()
+    decision = evaluate(ident.context.policies, action=action, resource=resource, context=context)
+    if ident.observe_eval is not None:
+        ident.observe_eval(time.perf_counter() - start)
+    return decision is Decision.ALLOW
 
 
 def require(ident: Identity, action: str, resource: str, context: dict[str, Any]) -> None:

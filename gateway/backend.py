@@ -5,12 +5,19 @@ Caches (TTL from config): access-key auth contexts (secret + policies, so SigV4 
 costs no RPC on the hot path) and bucket records (placement, encryption, version). A change made
 through this gateway invalidates its own entry; other gateways see it within the TTL, and nodes
 refetch whenever a request carries a newer ``bucket_version``.
+
+Coordinator outage (serve-stale): when a refresh fails because the coordinator cannot be
+reached (``Unavailable`` without a kind, or ``DeadlineExceeded``), an expired entry younger than
+``max_stale_s`` is served instead, so existing buckets keep working with the credentials and
+placements last seen; every such use is counted (``observe_stale``). Control operations have
+no cache: they fail with kind ``CoordinatorUnavailable``, which ``s3_error`` turns into a 503
+``ServiceUnavailable`` that says so (IAM: ``ServiceFailure``, ``gateway.iam_api``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +58,8 @@ def s3_error(exc: rpc_errors.RpcError, *, resource: str | None = None) -> S3Erro
             return S3Error(code, exc.message or None, resource=resource)
         except ValueError:
             return S3Error("InvalidArgument", exc.message or None, resource=resource)
+    if kind == "CoordinatorUnavailable":
+        return S3Error("ServiceUnavailable", exc.message, resource=resource)
     if kind in ("KMSUnavailable",):
         return S3Error("SlowDown", f"The KMS is unavailable: {exc.message}", resource=resource)
     if isinstance(exc, rpc_errors.NotFound):
@@ -79,40 +88,88 @@ class AuthContext:
     policies: tuple[Policy, ...]
 
 
+def coordinator_unreachable(exc: rpc_errors.RpcError) -> bool:
+    """True when ``exc`` says the coordinator could not be reached or did not answer in time
+    (as opposed to an answer, even an ``Unavailable`` one with a kind)."""
+    return isinstance(exc, rpc_errors.DeadlineExceeded) or (
+        isinstance(exc, rpc_errors.Unavailable) and not exc.kind)
+
+
 class _TtlCache:
-    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+    """Entries fresh for ``ttl_s``, then kept as stale for up to ``max_stale_s`` more."""
+
+    def __init__(self, ttl_s: float, max_stale_s: float = 0.0, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
+        self.max_stale_s = max_stale_s
         self.max_entries = max_entries
-        self._data: dict[str, tuple[float, Any]] = {}
+        self._data: dict[str, tuple[float, Any]] = {}  # key -> (stored at, value)
 
     def get(self, key: str) -> Any | None:
         hit = self._data.get(key)
-        if hit is None or hit[0] < trio.current_time():
-            self._data.pop(key, None)
+        if hit is None:
+            return None
+        age = trio.current_time() - hit[0]
+        if age > self.ttl_s + self.max_stale_s:
+            del self._data[key]
+        return hit[1] if age <= self.ttl_s else None
+
+    def get_stale(self, key: str) -> Any | None:
+        """The entry if it is at most ``ttl_s + max_stale_s`` old (the outage fallback)."""
+        hit = self._data.get(key)
+        if hit is None or trio.current_time() - hit[0] > self.ttl_s + self.max_stale_s:
             return None
         return hit[1]
 
     def put(self, key: str, value: Any) -> None:
+        self._data.pop(key, None)
         if len(self._data) >= self.max_entries:
             self._data.pop(next(iter(self._data)))
-        self._data[key] = (trio.current_time() + self.ttl_s, value)
+        self._data[key] = (trio.current_time(), value)
 
     def drop(self, key: str) -> None:
         self._data.pop(key, None)
 
+    def clear(self) -> None:
+        self._data.clear()
+
 
 class Backend:
     def __init__(self, pool: RpcPool, *, coordinator: tuple[str, int], kms: tuple[str, int],
-                 auth_cache_s: float, bucket_cache_s: float, timeout_s: float) -> None:
+                 auth_cache_s: float, bucket_cache_s: float, timeout_s: float,
+                 max_stale_s: float = 0.0, observe_stale: Callable[[str], None] | None = None) -> None:
         self.pool = pool
         self.coordinator: RpcClient = pool.client(coordinator[0], coordinator[1], "coordinator")
         self.kms: RpcClient = pool.client(kms[0], kms[1], "kms")
-        self._auth = _TtlCache(auth_cache_s)
-        self._buckets = _TtlCache(bucket_cache_s)
+        self._auth = _TtlCache(auth_cache_s, max_stale_s)
+        self._buckets = _TtlCache(bucket_cache_s, max_stale_s)
         self.timeout_s = timeout_s
+        self.observe_stale = observe_stale or (lambda what: None)
 
     async def coord(self, method: str, args: dict[str, Any]) -> Any:
-        return await self.coordinator.call(method, args, timeout_s=self.timeout_s)
+        """Call the coordinator; unreachable is ``Unavailable`` kind ``CoordinatorUnavailable``."""
+        try:
+            return await self.coordinator.call(method, args, timeout_s=self.timeout_s)
+        except rpc_errors.RpcError as exc:
+            if coordinator_unreachable(exc):
+                raise rpc_errors.Unavailable(
+                    f"The control plane (coordinator) is unreachable, so {method} cannot be served "
+                    "now; reads and writes of existing buckets continue. Retry later.",
+                    kind="CoordinatorUnavailable") from None
+            raise
+
+    def forget_auth_contexts(self) -> None:
+        """Drop every cached auth context (after an IAM change made through this gateway)."""
+        self._auth.clear()
+
+    def _stale(self, cache: _TtlCache, key: str, what: str, exc: rpc_errors.RpcError) -> Any:
+        if exc.kind != "CoordinatorUnavailable":
+            raise exc
+        value = cache.get_stale(key)
+        if value is None:
+            raise exc
+        self.observe_stale(what)
+        log.warning("event=serve_stale what=%s reason=coordinator_unreachable", what)
+        return value
 
     async def auth_context(self, access_key_id: str) -> AuthContext | None:
         """The key's secret and policies, or None when the key does not exist."""
@@ -122,7 +179,10 @@ class Backend:
         try:
             r = await self.coord("GetAuthContext", {"access_key_id": access_key_id})
         except rpc_errors.NotFound:
+            self._auth.drop(access_key_id)
             return None
+        except rpc_errors.Unavailable as exc:
+            return self._stale(self._auth, access_key_id, "auth_context", exc)
         policies = []
         for doc in r.get("policies", []):
             try:
@@ -144,6 +204,8 @@ class Backend:
         except rpc_errors.NotFound:
             self._buckets.drop(name)
             return None
+        except rpc_errors.Unavailable as exc:
+            return self._stale(self._buckets, name, "bucket", exc)
         self._buckets.put(name, r["bucket"])
         return r["bucket"]
 

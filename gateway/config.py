@@ -28,11 +28,16 @@ class GatewayConfig(DaemonConfig):
     idle_timeout_s: float = 60.0
     auth_cache_s: float = 30.0
     bucket_cache_s: float = 5.0
+    # coordinator outage: serve cached credentials and bucket records up to this much past
+    # their TTL (0 = never serve stale)
+    coordinator_max_stale_s: float = 600.0
     max_clock_skew_s: int = 900
 
     def validate(self) -> None:
         DaemonConfig.validate(self)
         if not 60 <= self.session_ttl_s <= 36 * 3600:
             raise ValueError("session_ttl_s must be between 60 and 129600")
+        if self.coordinator_max_stale_s < 0:
+            raise ValueError("coordinator_max_stale_s must be >= 0")
         if (self.https_cert is None) != (self.https_key is None):
             raise ValueError("https_cert and https_key go together")

@@ -51,7 +51,8 @@ async def serve(cfg: GatewayConfig, life: Lifecycle, *, task_status=trio.TASK_ST
     async with open_rpc_pool(cfg.tls.client_context(), default_timeout_s=cfg.rpc_timeout_s) as pool:
         backend = Backend(pool, coordinator=(cfg.coordinator.host, cfg.coordinator.port),
                           kms=(cfg.kms.host, cfg.kms.port), auth_cache_s=cfg.auth_cache_s,
-                          bucket_cache_s=cfg.bucket_cache_s, timeout_s=cfg.rpc_timeout_s)
+                          bucket_cache_s=cfg.bucket_cache_s, timeout_s=cfg.rpc_timeout_s,
+                          max_stale_s=cfg.coordinator_max_stale_s)
         gw = Gateway(cfg, backend, session_key, metrics)
         limits = HttpLimits(max_header_bytes=cfg.max_header_bytes, idle_timeout_s=cfg.idle_timeout_s)
         async with trio.open_nursery() as nursery:

@@ -9,6 +9,11 @@ newer than the cached ``epoch``, refetches at once, so a node never acts on a pl
 than its caller's. Concurrent fetches of one name share a single ``GetBucket`` call. Errors
 pass through (``NotFound`` kind ``NoSuchBucket``...) and are not cached.
 
+Coordinator outage: when a refetch fails because the coordinator cannot be reached
+(``Unavailable`` without a kind, or ``DeadlineExceeded``), a cached record at most
+``ttl_s + max_stale_s`` old is used instead, provided it satisfies the caller's
+``min_version``/``min_epoch`` (a newer placement than the cached one is never guessed at).
+
 ``BucketRecord`` is the validated, typed view of the coordinator's map (docs/rpc.md, Bucket);
 a malformed record is an ``Internal`` error, never half-used.
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.singleflight import SingleFlight
-from proto.errors import Internal, RpcError
+from proto.errors import DeadlineExceeded, Internal, RpcError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +120,11 @@ class BucketCache:
     """See the module docstring."""
 
     def __init__(self, fetch: Fetch, *, ttl_s: float, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_stale_s: float = 0.0) -> None:
         self._fetch = fetch
         self._ttl_s = ttl_s
+        self._max_stale_s = max_stale_s
+        self.stale_served = 0
         self._max = max_entries
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
@@ -133,7 +140,17 @@ class BucketCache:
             if fresh and rec.version >= min_version and rec.epoch >= min_epoch:
                 self._cache.move_to_end(name)
                 return rec
-        return await self.refresh(name)
+        try:
+            return await self.refresh(name)
+        except (Unavailable, DeadlineExceeded) as exc:
+            if cached is None or exc.kind or cached.record.version < min_version \
+                    or cached.record.epoch < min_epoch \
+                    or self._clock() - cached.fetched_at > self._ttl_s + self._max_stale_s:
+                raise
+            self.stale_served += 1
+            log.warning("event=serve_stale bucket=%s version=%d reason=coordinator_unreachable",
+                        name, cached.record.version)
+            return cached.record
 
     async def refresh(self, name: str) -> BucketRecord:
         """Fetch ``name`` now (shared with concurrent callers) and cache it."""
@@ -143,6 +160,10 @@ class BucketCache:
         self.fetches += 1
         try:
             doc = await self._fetch(name)
+        except (Unavailable, DeadlineExceeded) as exc:
+            if exc.kind:  # an answer, not an unreachable coordinator
+                self._cache.pop(name, None)
+            raise
         except RpcError:
             self._cache.pop(name, None)
             raise

@@ -55,6 +55,8 @@ class NodeConfig(DaemonConfig):
     key_cache_ttl_s: float = 300.0
     key_cache_max_entries: int = 1024
     bucket_cache_ttl_s: float = 30.0
+    coordinator_max_stale_s: float = 600.0
+    """While the coordinator is unreachable, cached bucket records serve this long past their TTL."""
     heartbeat_interval_s: float = 2.0
 
     def validate(self) -> None:

@@ -63,7 +63,8 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
             coordinator = pool.client(cfg.coordinator.host, cfg.coordinator.port, "coordinator")
             keys = BucketKeyCache(kms_unwrapper(kms), ttl_s=cfg.key_cache_ttl_s,
                                   max_entries=cfg.key_cache_max_entries, registry=metrics.registry)
-            buckets = BucketCache(coordinator_fetch(coordinator), ttl_s=cfg.bucket_cache_ttl_s)
+            buckets = BucketCache(coordinator_fetch(coordinator), ttl_s=cfg.bucket_cache_ttl_s,
+                                  max_stale_s=cfg.coordinator_max_stale_s)
             objects = ObjectService(node_id=cfg.node_id, store=store, buckets=buckets, keys=keys,
                                     peer_client=lambda r: pool.client(r.host, r.port, r.node_id),
                                     chunk_bytes=cfg.chunk_bytes, metrics=node_metrics, clock=clock)

@@ -136,7 +136,8 @@ class LocalCluster:
     account_id: str = "000000000000"
     https: bool = False  # serve S3 over TLS with a certificate from the cluster CA
     node_options: dict[str, Any] = field(default_factory=dict)
-    gateway_options: dict[str, Any] = field(default_factory=dict)  # e.g. https_cert / https_key
+    coordinator_options: dict[str, Any] = field(default_factory=dict)
+    gateway_options: dict[str, Any] = field(default_factory=dict)
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
     credentials: dict[str, str] = field(default_factory=dict)
@@ -190,7 +191,8 @@ class LocalCluster:
             kms_addr = kms.start()["rpc"]
             coord = self._daemon("coordinator", "coordinator", {
                 **self._common("coordinator"), "data_dir": str(self.data_dir / "coordinator"),
-                "kms": kms_addr, "zones": [self.zone], "replicas": min(3, self.nodes)})
+                "kms": kms_addr, "zones": [self.zone], "replicas": min(3, self.nodes),
+                **self.coordinator_options})
             coord_addr = coord.start()["rpc"]
             for name in self.node_names:
                 self._daemon(name, "node", {
@@ -263,6 +265,22 @@ class LocalCluster:
         targets = [{"targets": [d.info["metrics"]], "labels": {"daemon": d.kind, "instance_name": name}}
                    for name, d in self.daemons.items()]
         (self.data_dir / "prometheus-targets.json").write_text(json.dumps(targets, indent=2))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one daemon (a crash: no drain, no cleanup)."""
+        d = self.daemons[name]
+        if d.alive():
+            d.proc.kill()
+            d.proc.wait()
+
+    def restart(self, name: str) -> dict[str, Any]:
+        """Start a stopped daemon again on the address it had (as a restarted host would), so
+        the daemons configured with that address find it again."""
+        d = self.daemons[name]
+        d.stop(1.0)
+        text = d.config.read_text().replace(f'listen = "{self.host}:0"', f'listen = "{d.info["rpc"]}"', 1)
+        d.config.write_text(text)
+        return d.start()
 
     def stop(self) -> None:
         order = ["gateway", *reversed(self.node_names), "coordinator", "kms"]

@@ -12,7 +12,8 @@ DAEMONS = ("gateway", "node", "coordinator", "kms")
 PURE = ["proto/framing.py", "proto/names.py", "proto/policy.py", "proto/policy_conditions.py",
         "proto/policy_match.py", "proto/checksums.py", "gateway/sigv4.py", "gateway/awschunked.py",
         "gateway/s3xml.py", "gateway/errors.py", "gateway/routing.py", "gateway/sessions.py",
-        "node/chunk_codec.py", "kms/crypto.py", "coordinator/placement.py", "coordinator/membership.py"]
+        "node/chunk_codec.py", "kms/crypto.py", "coordinator/placement.py", "coordinator/membership.py",
+        "coordinator/reconcile.py"]
 IO_MODULES = {"trio", "socket", "time", "random", "logging", "subprocess", "sqlite3", "asyncio"}
 CRYPTO_ALLOWED = {"kms/crypto.py", "node/chunk_codec.py", "proto/certs.py"}
 

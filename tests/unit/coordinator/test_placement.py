@@ -117,3 +117,30 @@ def test_a_new_node_only_takes_buckets():
         else:
             assert after == before
     assert 0.3 < moved / len(BUCKETS) < 0.56  # about 3/7 of the buckets
+
+
+@settings(max_examples=15, deadline=None)
+@given(caps=st.lists(st.integers(min_value=8, max_value=10), min_size=5, max_size=8))
+def test_balance_within_ten_percent_of_capacity_share_property(caps):
+    """Every node's replica share is within 10% of its capacity share, for any 5-8 nodes with
+    capacities within 1.25x. Over 3,000 buckets: with 1,000 buckets and 7-8 nodes a node holds
+    ~350 replicas, whose sampling noise alone (about 5%, so 10% at 2 sigma) breaks the bound
+    for some capacity lists (hypothesis found [10, 8, 9, 10, 10, 10, 10]: 10.3%)."""
+    zone_nodes = nodes(*caps)
+    many = [f"p{i}--use1-az4--x-s3" for i in range(3000)]
+    held = Counter(n for b in many for n in place(b, zone_nodes, 3))
+    total = sum(caps)
+    for c in zone_nodes:
+        share = held[c.node_id] / (3 * len(many))
+        expected = c.weight / TB / total
+        assert abs(share - expected) <= 0.10 * expected, (caps, c.node_id, share, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(caps=st.lists(st.integers(min_value=1, max_value=20), min_size=4, max_size=8))
+def test_a_joining_node_only_takes_buckets_property(caps):
+    before_nodes = nodes(*caps)
+    after_nodes = [*before_nodes, Candidate("node-new", 5 * TB)]
+    for b in BUCKETS[:300]:
+        before, after = place(b, before_nodes, 3), place(b, after_nodes, 3)
+        assert after == before or ("node-new" in after and len(set(before) - set(after)) == 1)
