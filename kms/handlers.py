@@ -44,6 +44,7 @@ from kms.keystore import KEY_STATES, KeyRecord
 from kms.lifecycle import KeyAdmin, check_policy
 from kms.service import KmsService, validation_error
 from proto.errors import AccessDenied, RpcError, Unavailable
+from proto.kmsblob import blob_key
 from proto.metrics import LATENCY_BUCKETS
 from proto.rpc import Call, Handler
 
@@ -311,6 +312,9 @@ class KmsHandlers:
         if key_arn is None and operation not in ("ListKeys", "ListAliases", "KeyStateChanges"):
             ref = raw.get("key_id", raw.get("target_key_id", raw.get("destination_key_id")))
             key_arn = self.service.key_arn_of(ref)
+            found = blob_key(raw.get("ciphertext_blob")) if key_arn is None else None
+            if found is not None:
+                key_arn = self.service.arn(found[0])
         if isinstance(key_arn, str) and not key_arn.startswith("arn:"):
             key_arn = self.service.arn(key_arn)
         event = AuditEvent(
