@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway import aws_apis, iam_api, routing, s3_buckets, s3_extra, s3_lists, s3_objects
+from gateway import iam_api, kms_api, routing, s3_buckets, s3_extra, s3_lists, s3_objects
 from gateway.auth import authenticate, authorize_s3, parse_auth
 from gateway.backend import Backend, s3_error
 from gateway.config import GatewayConfig
@@ -123,7 +123,7 @@ class Gateway:
             log.warning("event=server_error op=%s code=%s", op, exc.code)
         headers = list(exc.headers.items())
         if op == "KmsJson":
-            return HttpResponse(exc.status, headers + [aws_apis.KMS_JSON], kms_error_json(
+            return HttpResponse(exc.status, headers + [kms_api.KMS_JSON], kms_error_json(
                 "AccessDeniedException" if exc.status == 403 else exc.code, exc.message))
         if op == "IamQuery":
             return HttpResponse(exc.status, headers + [("content-type", "text/xml")],
@@ -157,7 +157,7 @@ class Gateway:
         region, account = self.cfg.region, self.cfg.account_id
         op = route.operation
         if op == "KmsJson":
-            return await aws_apis.kms_json(req, ident, body, self.backend, region=region, account=account, now=now)
+            return await kms_api.kms_json(req, ident, body, self.backend, region=region, account=account, now=now)
         if op == "IamQuery":
             return await iam_api.iam_query(req, ident, body, self.backend, account=account, now=now,
                                             request_id=request_id)

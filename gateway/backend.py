@@ -46,10 +46,20 @@ _KMS_KINDS = {"DisabledException", "KMSInvalidStateException", "NotFoundExceptio
 
 def s3_error(exc: rpc_errors.RpcError, *, resource: str | None = None) -> S3Error:
     """Turn a typed RPC error into the S3 error a client should see (never a bare 500 for a
-    client's mistake, never an opaque 500 for a KMS problem)."""
+    client's mistake, never a 500 for a KMS problem).
+
+    KMS kinds become S3's ``KMS.<kind>`` codes: ``DisabledException`` (key disabled),
+    ``KMSInvalidStateException`` (pending deletion), ``NotFoundException``,
+    ``InvalidCiphertextException``, ``AccessDeniedException`` (403, the key policy refused).
+    A KMS that cannot be reached (``KMSUnavailable``) or that cannot serve
+    (``KMSInternalException``) is ``503 SlowDown`` with a message saying so.
+    """
     kind = exc.kind or ""
     if kind in _S3_KINDS:
         return S3Error(kind, exc.message or None, resource=resource)
+    if kind in ("KMSUnavailable", "KMSInternalException"):
+        return S3Error("SlowDown", f"The KMS is unavailable, so the bucket key cannot be obtained; retry "
+                                  f"later. ({exc.message})", resource=resource)
     if kind in _KMS_KINDS:
         code = f"KMS.{kind}"
         if kind in ("IncorrectKeyException", "ValidationException"):
@@ -60,8 +70,6 @@ def s3_error(exc: rpc_errors.RpcError, *, resource: str | None = None) -> S3Erro
             return S3Error("InvalidArgument", exc.message or None, resource=resource)
     if kind == "CoordinatorUnavailable":
         return S3Error("ServiceUnavailable", exc.message, resource=resource)
-    if kind in ("KMSUnavailable",):
-        return S3Error("SlowDown", f"The KMS is unavailable: {exc.message}", resource=resource)
     if isinstance(exc, rpc_errors.NotFound):
         return S3Error("NoSuchKey", exc.message or None, resource=resource)
     if isinstance(exc, rpc_errors.AccessDenied):

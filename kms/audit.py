@@ -4,8 +4,9 @@ Responsibility
 --------------
 Describe every KMS request, allowed or refused, as a CloudTrail record (``format_record``,
 pure: the caller supplies time and ids) and append it to the audit file (``AuditLog``,
-thin: one ``write`` + ``flush`` per record, ``fsync`` batched by a background task at most
-every ``fsync_interval_s``).
+thin: one ``write`` + ``flush`` per record; ``fsync`` is group-committed by a background
+task: ``durable(seq)`` waits until an fsync that began after record ``seq`` was written has
+finished, and one fsync covers every record written before it started).
 
 Invariants
 ----------
@@ -38,7 +39,8 @@ MAX_STRING = 2048
 MAX_CONTEXT_PAIRS = 64
 # Operations that change nothing, as CloudTrail marks them.
 READ_ONLY = frozenset({"DescribeKey", "ListKeys", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-                       "Encrypt", "Decrypt"})
+                       "Encrypt", "Decrypt", "ReEncrypt", "GenerateRandom", "ListAliases", "GetKeyPolicy",
+                       "GetKeyRotationStatus", "ListKeyRotations", "ListResourceTags", "KeyStateChanges"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,11 +106,27 @@ _PARAMS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "limit": ("limit", _int),
     "marker": ("marker", _string),
     "alias": ("alias", _string),
+    "alias_name": ("aliasName", _string),
+    "target_key_id": ("targetKeyId", _string),
+    "source_key_id": ("sourceKeyId", _string),
+    "destination_key_id": ("destinationKeyId", _string),
+    "source_encryption_context": ("sourceEncryptionContext", _context),
+    "destination_encryption_context": ("destinationEncryptionContext", _context),
+    "pending_window_in_days": ("pendingWindowInDays", _int),
+    "rotation_period_in_days": ("rotationPeriodInDays", _int),
+    "policy_name": ("policyName", _string),
+    "policy": ("policy", _string),
+    "bypass_policy_lockout_safety_check": ("bypassPolicyLockoutSafetyCheck",
+                                           lambda v: v if isinstance(v, bool) else None),
+    "tag_keys": ("tagKeys", lambda v: [_trunc(k) for k in v[:50] if isinstance(k, str)]
+                 if isinstance(v, list) else None),
 }
 _FIXED: dict[str, dict[str, str]] = {
     "CreateKey": {"keyUsage": "ENCRYPT_DECRYPT", "keySpec": "SYMMETRIC_DEFAULT"},
     "Encrypt": {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
     "Decrypt": {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+    "ReEncrypt": {"sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                  "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT"},
 }
 
 
@@ -191,18 +209,22 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
 
 
 class AuditLog:
-    """Append-only audit file: flushed per record, fsynced in batches by ``run``."""
+    """Append-only audit file: flushed per record, fsynced in groups by ``run``."""
 
-    def __init__(self, path: Path, file: BinaryIO, *, fsync_interval_s: float = 0.1) -> None:
-        """Private: use ``AuditLog.open``."""
+    def __init__(self, path: Path, file: BinaryIO, *, fsync_interval_s: float = 0.0) -> None:
+        """Private: use ``AuditLog.open``. ``fsync_interval_s``: minimum pause between fsyncs."""
         self.path = path
         self._file = file
         self._interval = fsync_interval_s
         self._dirty = trio.Event()
+        self._synced = trio.Event()
+        self._written = 0
+        self._durable = 0
+        self._failure: OSError | None = None
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path, *, fsync_interval_s: float = 0.1) -> AuditLog:
+    def open(cls, path: Path, *, fsync_interval_s: float = 0.0) -> AuditLog:
         """Open (create, mode 0600) the audit file for appending. Blocking.
 
         Raises:
@@ -212,27 +234,53 @@ class AuditLog:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return cls(path, os.fdopen(fd, "ab"), fsync_interval_s=fsync_interval_s)
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record (written to the OS at once; fsynced within the interval).
+    def write(self, record: Mapping[str, Any]) -> int:
+        """Append one record (written to the OS at once; fsynced by ``run``).
+
+        Returns:
+            The record's sequence number, for ``durable``.
 
         Raises:
             OSError: the write failed (the caller must not report success).
         """
         self._file.write(encode_record(record))
         self._file.flush()
+        self._written += 1
         self._dirty.set()
+        return self._written
+
+    async def durable(self, seq: int) -> None:
+        """Wait until record ``seq`` is on disk (needs ``run`` running).
+
+        Raises:
+            OSError: the fsync that was to cover it failed.
+        """
+        while self._durable < seq:
+            if self._failure is not None:
+                raise self._failure
+            await self._synced.wait()
+        if self._failure is not None and self._durable < seq:
+            raise self._failure
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Fsync whenever records were written, at most once per interval, until cancelled."""
+        """Group commit until cancelled: whenever records were written, one fsync covers them all."""
         task_status.started()
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
+            target = self._written
             try:
                 await trio.to_thread.run_sync(os.fsync, self._file.fileno())
             except OSError as exc:
                 log.error("event=audit_fsync_failed path=%s error=%s", self.path, exc.strerror or exc)
-            await trio.sleep(self._interval)
+                self._failure = exc
+            else:
+                self._failure = None
+                self._durable = target
+            synced, self._synced = self._synced, trio.Event()
+            synced.set()
+            if self._interval:
+                await trio.sleep(self._interval)
 
     def close(self) -> None:
         """Final fsync and close. Blocking; idempotent."""

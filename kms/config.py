@@ -39,6 +39,8 @@ class KmsConfig(DaemonConfig):
     """Name of an environment variable holding the root key (instead of a file)."""
     audit_log: Path | None = None
     """CloudTrail-shaped JSON-lines audit log; default ``data_dir/audit.jsonl``."""
+    maintenance_interval_s: float = 30.0
+    """How often the background task deletes keys whose window ended and rotates due keys."""
 
     def validate(self) -> None:
         super().validate()
@@ -46,6 +48,8 @@ class KmsConfig(DaemonConfig):
             raise ValueError("exactly one of root_key_file and root_key_env must be set")
         if self.root_key_env is not None and not _ENV_NAME.fullmatch(self.root_key_env):
             raise ValueError(f"root_key_env {self.root_key_env!r} is not a valid environment variable name")
+        if not 0 < self.maintenance_interval_s <= 3600:
+            raise ValueError("maintenance_interval_s must be in (0, 3600]")
 
     @property
     def audit_log_path(self) -> Path:

@@ -4,9 +4,15 @@ Responsibility
 --------------
 Adapt ``KmsService`` to ``proto.rpc`` handlers. For every call, in this order: check the
 caller's principal against ``ACL`` (fnmatch patterns, as in docs/rpc.md), check the
-arguments' names, types and sizes (``ValidationException``), run the operation (crypto and
-keystore writes in a worker thread; keystore writes serialized by a lock), then append one
-audit record and count the request, whatever the outcome.
+arguments' names, types and sizes (``kms.args``, ``ValidationException``), check the key
+policy of every key the request acts on (``kms.keypolicy``: for the end user named by
+``caller``, else for the service's role ARN), run the operation (keystore writes serialized by
+a lock in a worker thread; reads and crypto on at most 4 KiB inline, cheaper than a thread
+hop), then append one audit record and count the request, whatever the outcome. A successful
+call is answered only once its audit record is on disk (group-committed fsync, ``AuditLog``).
+
+``maintain`` / ``run_maintenance`` is the background task that deletes keys whose deletion
+window ended and rotates keys due for automatic rotation (``KeyAdmin.run_due``).
 
 Why the ACL is enforced here and not by ``RpcServer``: the server refuses before any
 handler runs, so a refused call would leave no audit record; CloudTrail records
@@ -22,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,135 +37,51 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kms.args import ARGS, parse_args
 from kms.audit import AuditEvent, AuditLog, format_record, request_parameters
-from kms.crypto import MAX_BLOB_SIZE, MAX_PLAINTEXT, canonical_context
-from kms.keystore import KEY_STATES
+from kms.keypolicy import decide, service_arn
+from kms.keystore import KEY_STATES, KeyRecord
+from kms.lifecycle import KeyAdmin, check_policy
 from kms.service import KmsService, validation_error
 from proto.errors import AccessDenied, RpcError, Unavailable
+from proto.kmsblob import blob_key
 from proto.metrics import LATENCY_BUCKETS
 from proto.rpc import Call, Handler
 
+__all__ = ["ACL", "ARGS", "KmsHandlers", "KmsMetrics", "allowed", "parse_args"]
+
 log = logging.getLogger(__name__)
 
+_MGMT = ("gateway", "admin")
 ACL: dict[str, tuple[str, ...]] = {
-    "CreateKey": ("gateway", "admin"),
+    "CreateKey": _MGMT,
     "DescribeKey": ("gateway", "coordinator", "node-*", "admin"),
-    "ListKeys": ("gateway", "admin"),
+    "ListKeys": _MGMT,
     "GetManagedKey": ("coordinator",),
     "GenerateDataKey": ("node-*", "gateway"),
     "GenerateDataKeyWithoutPlaintext": ("coordinator", "node-*", "gateway"),
     "Encrypt": ("gateway", "coordinator"),
     "Decrypt": ("node-*", "gateway", "coordinator"),
+    "ReEncrypt": ("gateway", "coordinator", "admin"),
+    "GenerateRandom": _MGMT,
+    **{op: _MGMT for op in (
+        "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion", "EnableKeyRotation",
+        "DisableKeyRotation", "GetKeyRotationStatus", "RotateKeyOnDemand", "ListKeyRotations", "GetKeyPolicy",
+        "PutKeyPolicy", "TagResource", "UntagResource", "ListResourceTags", "CreateAlias", "UpdateAlias",
+        "DeleteAlias", "ListAliases")},
+    "KeyStateChanges": ("node-*", "gateway", "coordinator", "admin"),
 }
-
-MAX_CONTEXT_PAIRS = 64
-MAX_CONTEXT_BYTES = 8192
-MAX_DESCRIPTION = 8192
-MAX_TAGS = 50
-MAX_REF = 2048
+# Operations that change the keystore: serialized by one lock, run in a worker thread.
+WRITES = frozenset({"CreateKey", "GetManagedKey", "EnableKey", "DisableKey", "ScheduleKeyDeletion",
+                    "CancelKeyDeletion", "EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand",
+                    "PutKeyPolicy", "TagResource", "UntagResource", "CreateAlias", "UpdateAlias", "DeleteAlias"})
+# Operations that are not about one key: only the ACL (and the caller's IAM policies at the gateway).
+NO_KEY_POLICY = frozenset({"CreateKey", "ListKeys", "GetManagedKey", "GenerateRandom", "ListAliases",
+                           "KeyStateChanges"})
 
 
 def allowed(principal: str, operation: str) -> bool:
     return any(fnmatch.fnmatchcase(principal, p) for p in ACL.get(operation, ()))
-
-
-# -- argument checks (each returns the clean value or raises ValidationException) ------------
-
-
-def _str_arg(name: str, v: Any, *, min_len: int = 1, max_len: int = MAX_REF) -> str:
-    if not isinstance(v, str) or not min_len <= len(v) <= max_len:
-        raise validation_error(f"{name} must be a string of {min_len}..{max_len} characters")
-    return v
-
-
-def _int_arg(name: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise validation_error(f"{name} must be an integer in {lo}..{hi}")
-    return v
-
-
-def _bytes_arg(name: str, v: Any, lo: int, hi: int) -> bytes:
-    if not isinstance(v, bytes) or not lo <= len(v) <= hi:
-        raise validation_error(f"{name} must be binary of {lo}..{hi} bytes")
-    return v
-
-
-def _context_arg(v: Any) -> dict[str, str]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict) or len(v) > MAX_CONTEXT_PAIRS:
-        raise validation_error(f"encryption_context must be a map of at most {MAX_CONTEXT_PAIRS} pairs")
-    if not all(isinstance(k, str) and k and isinstance(x, str) for k, x in v.items()):
-        raise validation_error("encryption_context keys must be non-empty strings and values strings")
-    try:
-        size = len(canonical_context(v))
-    except (TypeError, ValueError):
-        raise validation_error("encryption_context is not valid Unicode") from None
-    if size > MAX_CONTEXT_BYTES:
-        raise validation_error(f"encryption_context exceeds {MAX_CONTEXT_BYTES} bytes")
-    return dict(v)
-
-
-def _tags_arg(v: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(v, list) or len(v) > MAX_TAGS:
-        raise validation_error(f"tags must be a list of at most {MAX_TAGS} {{TagKey, TagValue}} maps")
-    out: dict[str, str] = {}
-    for tag in v:
-        if not isinstance(tag, dict) or set(tag) != {"TagKey", "TagValue"}:
-            raise validation_error("each tag must be a map with exactly TagKey and TagValue")
-        key = _str_arg("TagKey", tag["TagKey"], max_len=128)
-        if key in out:
-            raise validation_error(f"duplicate TagKey {key!r}")
-        out[key] = _str_arg("TagValue", tag["TagValue"], min_len=0, max_len=256)
-    return tuple(out.items())
-
-
-_key_id = functools.partial(_str_arg, "key_id")
-# operation -> {arg: (required, checker)}; ``caller`` (user ARN, audit only) is accepted everywhere.
-_ArgSpec = dict[str, tuple[bool, Callable[[Any], Any]]]
-_CONTEXT: _ArgSpec = {"encryption_context": (False, _context_arg)}
-ARGS: dict[str, _ArgSpec] = {
-    "CreateKey": {"description": (False, functools.partial(_str_arg, "description", min_len=0,
-                                                           max_len=MAX_DESCRIPTION)),
-                  "tags": (False, _tags_arg)},
-    "DescribeKey": {"key_id": (True, _key_id)},
-    "ListKeys": {"limit": (False, functools.partial(_int_arg, "limit", lo=1, hi=1000)),
-                 "marker": (False, functools.partial(_str_arg, "marker", max_len=1024))},
-    "GetManagedKey": {"alias": (True, functools.partial(_str_arg, "alias", max_len=256))},
-    "GenerateDataKey": {"key_id": (True, _key_id), **_CONTEXT,
-                        "number_of_bytes": (False, functools.partial(_int_arg, "number_of_bytes",
-                                                                     lo=1, hi=1024))},
-    "Encrypt": {"key_id": (True, _key_id), **_CONTEXT,
-                "plaintext": (True, functools.partial(_bytes_arg, "plaintext", lo=1, hi=MAX_PLAINTEXT))},
-    "Decrypt": {"key_id": (False, _key_id), **_CONTEXT,
-                "ciphertext_blob": (True, functools.partial(_bytes_arg, "ciphertext_blob", lo=1,
-                                                            hi=max(MAX_BLOB_SIZE, 6144)))},
-}
-ARGS["GenerateDataKeyWithoutPlaintext"] = ARGS["GenerateDataKey"]
-
-
-def parse_args(operation: str, args: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """Check a call's arguments.
-
-    Returns:
-        (the clean arguments without ``caller``, the caller ARN or None).
-
-    Raises:
-        InvalidRequest (ValidationException): unknown, missing or ill-typed argument.
-    """
-    spec = ARGS[operation]
-    unknown = sorted(set(args) - set(spec) - {"caller"})
-    if unknown:
-        raise validation_error(f"unknown argument(s) for {operation}: {', '.join(map(str, unknown))}")
-    caller = _str_arg("caller", args["caller"]) if args.get("caller") is not None else None
-    clean: dict[str, Any] = {}
-    for name, (required, check) in spec.items():
-        if args.get(name) is None:
-            if required:
-                raise validation_error(f"{operation} requires {name}")
-            continue
-        clean[name] = check(args[name])
-    return clean, caller
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -189,6 +112,7 @@ class KmsHandlers:
     def __init__(self, service: KmsService, audit: AuditLog, metrics: KmsMetrics, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.service = service
+        self.admin = KeyAdmin(service)
         self.audit = audit
         self.metrics = metrics
         self._clock = clock
@@ -214,7 +138,11 @@ class KmsHandlers:
                 raise AccessDenied(f"principal {call.principal!r} is not authorized to perform "
                                    f"kms:{operation}", kind="AccessDeniedException")
             args, caller = parse_args(operation, raw)
-            result = await self._run(operation, args)
+            if caller is not None and not _CALLER_RE.fullmatch(caller):
+                raise validation_error("caller must be an IAM ARN of this partition (arn:aws:iam::...)")
+            principal = caller or service_arn(self.service.account_id, call.principal)
+            self._authorize(operation, args, principal)
+            result = await self._run(operation, args, principal)
         except RpcError as exc:
             error = exc
         except trio.Cancelled:
@@ -231,40 +159,137 @@ class KmsHandlers:
                                  error.message, start)
             raise error
         try:
-            self._record(operation, call, caller, raw, result, None, None, start)
+            seq = self._record(operation, call, caller, raw, result, None, None, start)
+            await self.audit.durable(seq)
         except OSError as exc:
             log.error("event=audit_write_failed path=%s error=%s", self.audit.path, exc.strerror or exc)
             raise Unavailable("the KMS audit log cannot be written", kind="KMSInternalException") from None
         return result
 
-    async def _run(self, operation: str, args: dict[str, Any]) -> Any:
+    # -- key policies ------------------------------------------------------------------------------
+    def _targets(self, op: str, args: dict[str, Any]) -> list[tuple[KeyRecord, str]]:
+        """The keys a request acts on, with the key-policy action each needs."""
         svc = self.service
-        if operation in ("CreateKey", "GetManagedKey"):
-            fn = (functools.partial(svc.create_key, description=args.get("description", ""),
-                                    tags=args.get("tags", ())) if operation == "CreateKey"
-                  else functools.partial(svc.get_managed_key, args["alias"]))
-            async with self._write_lock:
-                try:
-                    return await trio.to_thread.run_sync(fn)
-                finally:
-                    self.metrics.set_keys(svc.store.count_by_state())
-        if operation == "DescribeKey":
-            return svc.describe_key(args["key_id"])
-        if operation == "ListKeys":
-            return svc.list_keys(limit=args.get("limit", 100), marker=args.get("marker"))
-        ctx = args.get("encryption_context", {})
-        if operation in ("GenerateDataKey", "GenerateDataKeyWithoutPlaintext"):
-            fn = functools.partial(svc.generate_data_key, args["key_id"], encryption_context=ctx,
-                                   number_of_bytes=args.get("number_of_bytes", 32),
-                                   include_plaintext=operation == "GenerateDataKey")
-        elif operation == "Encrypt":
-            fn = functools.partial(svc.encrypt, args["key_id"], plaintext=args["plaintext"],
-                                   encryption_context=ctx)
-        else:
-            fn = functools.partial(svc.decrypt, args["ciphertext_blob"], encryption_context=ctx,
-                                   key_id=args.get("key_id"))
-        return await trio.to_thread.run_sync(fn)
+        if op in NO_KEY_POLICY:
+            return []
+        if op == "Decrypt":
+            rec = svc.resolve(args["key_id"]) if "key_id" in args else svc.blob_key(args["ciphertext_blob"])
+            return [] if rec is None else [(rec, "kms:Decrypt")]
+        if op == "ReEncrypt":
+            out = [(svc.resolve(args["destination_key_id"]), "kms:ReEncryptTo")]
+            src = (svc.resolve(args["source_key_id"]) if "source_key_id" in args
+                   else svc.blob_key(args["ciphertext_blob"]))
+            return out if src is None else [(src, "kms:ReEncryptFrom"), *out]
+        if op in ("CreateAlias", "UpdateAlias"):
+            return [(svc.resolve(args["target_key_id"]), f"kms:{op}")]
+        if op == "DeleteAlias":
+            key_id = svc.alias_target(args["alias_name"])
+            rec = None if key_id is None else svc.store.get(key_id)
+            return [] if rec is None else [(rec, "kms:DeleteAlias")]
+        return [(svc.resolve(args["key_id"]), f"kms:{op}")]
 
+    def _authorize(self, op: str, args: dict[str, Any], principal: str) -> None:
+        for rec, action in self._targets(op, args):
+            arn = self.service.arn(rec.key_id)
+            if not decide(rec.policy, account_id=self.service.account_id, principal=principal,
+                          action=action, key_arn=arn):
+                raise AccessDenied(f"User: {principal} is not authorized to perform: {action} on resource: "
+                                   f"{arn} because no resource-based policy allows the {action} action",
+                                   kind="AccessDeniedException")
+
+    # -- running ---------------------------------------------------------------------------------------
+    def _call(self, op: str, args: dict[str, Any], principal: str) -> Callable[[], Any]:
+        svc, adm = self.service, self.admin
+        a = dict(args)
+        if op == "CreateKey":
+            policy = a.get("policy")
+            if policy is not None:
+                check_policy(policy, account_id=svc.account_id, principal=principal, key_arn="*",
+                             bypass=a.get("bypass_policy_lockout_safety_check", False))
+            return functools.partial(svc.create_key, description=a.get("description", ""),
+                                     tags=a.get("tags", ()), policy=policy)
+        if op == "GetManagedKey":
+            return functools.partial(svc.get_managed_key, a["alias"])
+        if op == "DescribeKey":
+            return functools.partial(svc.describe_key, a["key_id"])
+        if op == "ListKeys":
+            return functools.partial(svc.list_keys, limit=a.get("limit", 100), marker=a.get("marker"))
+        if op in ("GenerateDataKey", "GenerateDataKeyWithoutPlaintext"):
+            return functools.partial(svc.generate_data_key, a["key_id"],
+                                     encryption_context=a.get("encryption_context", {}),
+                                     number_of_bytes=a.get("number_of_bytes", 32),
+                                     include_plaintext=op == "GenerateDataKey")
+        if op == "Encrypt":
+            return functools.partial(svc.encrypt, a["key_id"], plaintext=a["plaintext"],
+                                     encryption_context=a.get("encryption_context", {}))
+        if op == "Decrypt":
+            return functools.partial(svc.decrypt, a["ciphertext_blob"],
+                                     encryption_context=a.get("encryption_context", {}), key_id=a.get("key_id"))
+        if op == "ReEncrypt":
+            return functools.partial(
+                svc.re_encrypt, a["ciphertext_blob"], destination_key_id=a["destination_key_id"],
+                source_encryption_context=a.get("source_encryption_context", {}),
+                destination_encryption_context=a.get("destination_encryption_context", {}),
+                source_key_id=a.get("source_key_id"))
+        if op == "GenerateRandom":
+            return functools.partial(svc.generate_random, number_of_bytes=a.get("number_of_bytes", 32))
+        if op == "KeyStateChanges":
+            return functools.partial(svc.feed.changes_since, a.get("epoch"), a.get("version"))
+        if op == "PutKeyPolicy":
+            a["principal"] = principal
+        method = getattr(adm, _snake(op))
+        if op in ("CreateAlias", "UpdateAlias", "DeleteAlias") or op == "ListAliases":
+            return functools.partial(method, **a)
+        return functools.partial(method, a.pop("key_id"), **a)
+
+    async def _run(self, operation: str, args: dict[str, Any], principal: str) -> Any:
+        fn = self._call(operation, args, principal)
+        if operation not in WRITES:
+            # reads and crypto on <= 4 KiB run inline: cheaper than a thread hop
+            return fn()
+        async with self._write_lock:
+            try:
+                return await trio.to_thread.run_sync(fn)
+            except OSError as exc:
+                log.error("event=keystore_write_failed error=%s", exc.strerror or exc)
+                raise Unavailable("the KMS keystore cannot be written", kind="KMSInternalException") from None
+            finally:
+                self.metrics.set_keys(self.service.store.count_by_state())
+
+    # -- background maintenance ----------------------------------------------------------------------
+    async def maintain(self) -> list[tuple[str, str]]:
+        """One pass of the background task: delete keys whose window ended, rotate due keys;
+        each action is audited (``DeleteKey`` / ``RotateKey`` by ``kms.amazonaws.com``)."""
+        async with self._write_lock:
+            try:
+                done = await trio.to_thread.run_sync(self.admin.run_due)
+            finally:
+                self.metrics.set_keys(self.service.store.count_by_state())
+        for key_id, what in done:
+            log.info("event=key_%s key_id=%s", what.lower(), key_id)
+            event = AuditEvent(
+                operation="DeleteKey" if what == "Deleted" else "RotateKey", principal="kms.amazonaws.com",
+                region=self.service.region, account_id=self.service.account_id, time=self._clock(),
+                request_id=str(uuid.uuid4()), event_id=str(uuid.uuid4()), source="kms.amazonaws.com",
+                request_parameters={"keyId": key_id}, key_arn=self.service.arn(key_id))
+            try:
+                self.audit.write(format_record(event))
+            except OSError as exc:
+                log.error("event=audit_write_failed path=%s error=%s", self.audit.path, exc.strerror or exc)
+        return done
+
+    async def run_maintenance(self, interval_s: float, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run ``maintain`` every ``interval_s`` until cancelled (errors are logged, not fatal)."""
+        task_status.started()
+        while True:
+            await trio.sleep(interval_s)
+            try:
+                await self.maintain()
+            except OSError as exc:
+                log.error("event=maintenance_failed error=%s", exc.strerror or exc)
+
+    # -- audit -------------------------------------------------------------------------------------------
     def _record_quietly(self, operation: str, call: Call, caller: str | None, raw: Mapping[str, Any],
                         error_code: str, error_message: str, start: float) -> None:
         try:
@@ -273,15 +298,25 @@ class KmsHandlers:
             log.error("event=audit_write_failed path=%s error=%s", self.audit.path, exc.strerror or exc)
 
     def _record(self, operation: str, call: Call, caller: str | None, raw: Mapping[str, Any],
-                result: Any, error_code: str | None, error_message: str | None, start: float) -> None:
-        """Count the request and append its audit record (raises OSError if that fails)."""
+                result: Any, error_code: str | None, error_message: str | None, start: float) -> int:
+        """Count the request and append its audit record (raises OSError if that fails).
+
+        Returns:
+            The record's sequence number (for ``AuditLog.durable``).
+        """
         self.metrics.requests.labels(operation, error_code or "ok").inc()
         self.metrics.duration.labels(operation).observe(time.perf_counter() - start)
         key_arn = None
         if isinstance(result, dict):
             key_arn = result.get("KeyId") if "KeyId" in result else result.get("KeyMetadata", {}).get("Arn")
-        if key_arn is None and operation != "ListKeys":
-            key_arn = self.service.key_arn_of(raw.get("key_id"))
+        if key_arn is None and operation not in ("ListKeys", "ListAliases", "KeyStateChanges"):
+            ref = raw.get("key_id", raw.get("target_key_id", raw.get("destination_key_id")))
+            key_arn = self.service.key_arn_of(ref)
+            found = blob_key(raw.get("ciphertext_blob")) if key_arn is None else None
+            if found is not None:
+                key_arn = self.service.arn(found[0])
+        if isinstance(key_arn, str) and not key_arn.startswith("arn:"):
+            key_arn = self.service.arn(key_arn)
         event = AuditEvent(
             operation=operation, principal=call.principal, region=self.service.region,
             account_id=self.service.account_id, time=self._clock(), request_id=call.request_id,
@@ -289,5 +324,13 @@ class KmsHandlers:
             request_parameters=request_parameters(operation, raw), key_arn=key_arn,
             error_code=error_code, error_message=error_message)
         begin = time.perf_counter()
-        self.audit.write(format_record(event))
+        seq = self.audit.write(format_record(event))
         self.metrics.audit_write.observe(time.perf_counter() - begin)
+        return seq
+
+
+_CALLER_RE = re.compile(r"arn:aws:iam::\d{12}:[A-Za-z0-9+=,.@_/-]{1,1024}")
+
+
+def _snake(op: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()

@@ -1,12 +1,11 @@
-"""The KMS keystore: every customer master key, its state and its material versions, on disk.
+"""The KMS keystore: every customer master key, its state, versions, policy and aliases, on disk.
 
 Responsibility
 --------------
-Hold the CMKs (metadata, state, material versions) and the managed-key aliases
-(``aws/s3`` -> key id) in one JSON document, ``data_dir/keys.json``, and keep the plaintext
-master key material in memory only. Also load the operator's root key (``load_root_key``)
-with the checks an operator needs to hear about at start: missing, unreadable, malformed,
-or readable by group/others.
+Hold the CMKs (metadata, state, material versions, key policy, rotation settings, tags), the
+customer aliases (``alias/name`` -> key id) and the managed-key aliases (``aws/s3`` -> key id)
+in one JSON document, ``data_dir/keys.json``, and keep the plaintext master key material in
+memory only. The root key checks live in ``kms.files`` (re-exported here).
 
 Invariants
 ----------
@@ -15,24 +14,27 @@ Invariants
   versions. The document also holds ``root_check``, a wrapped constant: a daemon started
   with another root key is refused at open ("root key does not match the keystore"), even
   before any key exists.
-- Every change rewrites the whole document atomically (``atomic_write``: temp file in the
-  same directory, fsync, rename, fsync of the directory), so a crash leaves either the old
-  or the new document, never a torn one. The in-memory state is swapped only after the
+- Every change rewrites the whole document atomically (``atomic_write``), so a crash (kill -9)
+  leaves either the old or the new document. The in-memory state is swapped only after the
   write succeeded (copy-on-write), so a failed write changes nothing, and readers in other
   threads always see a consistent snapshot without locking.
 - Versions are a list per key (version 1 at creation); old versions stay for decrypt after
-  rotation. ``KeyStore`` is synchronous and blocking: the daemon calls mutations from a
-  worker thread (``trio.to_thread``) and serializes them; a ``threading.Lock`` makes
-  concurrent mutations safe anyway.
+  rotation until the key itself is deleted. ``KeyStore`` is synchronous and blocking: the
+  daemon calls mutations from a worker thread and serializes them; a ``threading.Lock``
+  makes concurrent mutations safe anyway.
 
-On-disk format (``FORMAT_VERSION`` = 1)::
+On-disk format (``FORMAT_VERSION`` = 2; format 1 documents are read and upgraded on the next
+write: they had no policy, rotation, rotation type or customer aliases)::
 
-    {"format": 1, "root_check": "<b64>",
+    {"format": 2, "root_check": "<b64>",
      "keys": {"<uuid>": {"created": 1700000000.0, "description": "", "key_manager": "CUSTOMER",
-                         "state": "Enabled", "deletion_date": null,
-                         "tags": [["TagKey", "TagValue"]],
-                         "versions": [{"version": 1, "created": 1700000000.0,
+                         "state": "Enabled", "deletion_date": null, "pending_window_days": null,
+                         "tags": [["TagKey", "TagValue"]], "policy": null | "<json text>",
+                         "rotation_enabled": false, "rotation_period_days": 365,
+                         "next_rotation": null | 1731536000.0,
+                         "versions": [{"version": 1, "created": 1700000000.0, "type": "INITIAL",
                                        "material": "<b64 of the wrapped material>"}]}},
+     "aliases": {"alias/name": {"key_id": "<uuid>", "created": 1700000000.0, "updated": ...}},
      "managed_aliases": {"aws/s3": "<uuid>"}}
 """
 
@@ -41,32 +43,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kms.crypto import RootKeyError, parse_root_key, unwrap_with_root, wrap_with_root
+from kms.crypto import RootKeyError, unwrap_with_root, wrap_with_root
+from kms.files import TMP_PREFIX, KeystoreError, atomic_write, load_root_key
 
 __all__ = [
-    "FORMAT_VERSION", "KEY_STATES", "KeyRecord", "KeyStore", "KeyVersion", "KeystoreError",
+    "FORMAT_VERSION", "KEY_STATES", "AliasRecord", "KeyRecord", "KeyStore", "KeyVersion", "KeystoreError",
     "atomic_write", "load_root_key",
 ]  # fmt: skip
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 KEYS_FILE = "keys.json"
 KEY_STATES = ("Enabled", "Disabled", "PendingDeletion")
 KEY_MANAGERS = ("CUSTOMER", "AWS")
+ROTATION_TYPES = ("INITIAL", "AUTOMATIC", "ON_DEMAND")
 _ROOT_CHECK_PLAIN = b"onezone-kms root key check v1"
 _ROOT_CHECK_AAD = b"onezone-kms:root-check"
-_TMP_PREFIX = ".keys.json.tmp-"
-
-
-class KeystoreError(Exception):
-    """The keystore or the root key cannot be used; the message is for the operator."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +72,7 @@ class KeyVersion:
     version: int
     created: float
     wrapped: bytes
+    rotation_type: str = "INITIAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,112 +85,24 @@ class KeyRecord:
     deletion_date: float | None
     tags: tuple[tuple[str, str], ...]
     versions: tuple[KeyVersion, ...]
+    policy: str | None = None
+    """The key policy as given to PutKeyPolicy; None = the default key policy."""
+    rotation_enabled: bool = False
+    rotation_period_days: int = 365
+    next_rotation: float | None = None
+    pending_window_days: int | None = None
 
     @property
     def current_version(self) -> int:
         return self.versions[-1].version
 
 
-# -- root key -----------------------------------------------------------------------------
-
-
-def load_root_key(
-    *, root_key_file: Path | None, root_key_env: str | None, environ: Mapping[str, str]
-) -> bytes:
-    """Read and check the root key from a file or an environment variable.
-
-    Args:
-        root_key_file: path of a regular file, mode without group/other bits.
-        root_key_env: name of an environment variable (used when root_key_file is None).
-        environ: the environment to read ``root_key_env`` from.
-
-    Returns:
-        The 32-byte root key.
-
-    Raises:
-        KeystoreError: missing, unreadable, malformed, or group/world accessible.
-    """
-    if root_key_file is not None:
-        try:
-            fd = os.open(root_key_file, os.O_RDONLY)
-        except FileNotFoundError:
-            raise KeystoreError(f"root_key_file {root_key_file}: no such file") from None
-        except OSError as exc:
-            raise KeystoreError(f"root_key_file {root_key_file}: cannot open: {exc.strerror or exc}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise KeystoreError(f"root_key_file {root_key_file}: not a regular file")
-            if st.st_mode & 0o077:
-                raise KeystoreError(
-                    f"root_key_file {root_key_file}: mode {stat.S_IMODE(st.st_mode):04o} lets group or "
-                    f"others access the root key; run `chmod 600 {root_key_file}`")
-            try:
-                raw = os.read(fd, 4096)
-            except OSError as exc:
-                raise KeystoreError(f"root_key_file {root_key_file}: cannot read: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
-        where = f"root_key_file {root_key_file}"
-    elif root_key_env is not None:
-        raw = environ.get(root_key_env, "")
-        if not raw:
-            raise KeystoreError(f"root_key_env: environment variable {root_key_env} is not set or empty")
-        where = f"root_key_env {root_key_env}"
-    else:
-        raise KeystoreError("no root key configured: set root_key_file or root_key_env")
-    try:
-        return parse_root_key(raw)
-    except ValueError as exc:
-        raise KeystoreError(f"{where}: {exc}") from None
-
-
-# -- atomic file replacement --------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600,
-                 fsync: Callable[[int], None] = os.fsync) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content.
-
-    Writes a temp file in the same directory, fsyncs it, renames it over ``path`` and fsyncs
-    the directory. On any failure the temp file is removed and ``path`` is untouched.
-
-    Args:
-        path: the file to replace.
-        data: its new content.
-        mode: permission bits of the new file.
-        fsync: injectable for tests (simulate an I/O error).
-
-    Raises:
-        OSError: the write failed; ``path`` still holds the old content.
-    """
-    directory = path.parent
-    tmp = directory / f"{_TMP_PREFIX}{os.urandom(6).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-# -- the store ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AliasRecord:
+    name: str  # "alias/..."
+    key_id: str
+    created: float
+    updated: float
 
 
 def _version_aad(key_id: str, version: int) -> bytes:
@@ -199,19 +110,21 @@ def _version_aad(key_id: str, version: int) -> bytes:
 
 
 class KeyStore:
-    """Keys and managed aliases of one ``keys.json``; material unwrapped in memory."""
+    """Keys and aliases of one ``keys.json``; material unwrapped in memory."""
 
     def __init__(self, path: Path, root_key: bytes, root_check: bytes,
-                 records: dict[str, KeyRecord], aliases: dict[str, str],
+                 records: dict[str, KeyRecord], managed: dict[str, str],
                  materials: dict[tuple[str, int], bytes],
-                 writer: Callable[[Path, bytes], None] = atomic_write) -> None:
+                 writer: Callable[[Path, bytes], None] = atomic_write,
+                 aliases: dict[str, AliasRecord] | None = None) -> None:
         """Private: use ``KeyStore.open``."""
         self.path = path
         self._writer = writer
         self._root_key = root_key
         self._root_check = root_check
         self._records = records
-        self._aliases = aliases
+        self._managed = managed
+        self._aliases: dict[str, AliasRecord] = aliases or {}
         self._materials = materials
         self._mutate = threading.Lock()
 
@@ -231,7 +144,7 @@ class KeyStore:
         """
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for leftover in data_dir.glob(_TMP_PREFIX + "*"):
+            for leftover in data_dir.glob(TMP_PREFIX + "*"):
                 leftover.unlink()
         except OSError as exc:
             raise KeystoreError(f"data_dir {data_dir}: {exc.strerror or exc}") from None
@@ -242,7 +155,7 @@ class KeyStore:
             check = wrap_with_root(root_key, _ROOT_CHECK_PLAIN, aad=_ROOT_CHECK_AAD)
             store = cls(path, root_key, check, {}, {}, {}, writer)
             try:
-                store._write(store._records, store._aliases)
+                store._write(store._records, store._managed, store._aliases)
             except OSError as exc:
                 raise KeystoreError(f"keystore {path}: cannot create: {exc.strerror or exc}") from None
             return store
@@ -259,16 +172,17 @@ class KeyStore:
             raise KeystoreError(f"keystore {path} is damaged: not valid JSON") from None
         if not isinstance(doc, dict) or "format" not in doc:
             raise KeystoreError(f"keystore {path} is damaged: not a keystore document")
-        if doc["format"] != FORMAT_VERSION:
+        if doc["format"] not in READABLE_FORMATS:
             raise KeystoreError(f"keystore {path}: unsupported format {doc['format']!r} "
-                                f"(this version reads format {FORMAT_VERSION})")
+                                f"(this version reads formats {', '.join(map(str, READABLE_FORMATS))})")
         try:
             root_check = _b64(doc["root_check"])
             records = {kid: _record_from_doc(kid, body) for kid, body in _dict(doc["keys"]).items()}
-            aliases = {_str(a): _str(k) for a, k in _dict(doc["managed_aliases"]).items()}
+            managed = {_str(a): _str(k) for a, k in _dict(doc["managed_aliases"]).items()}
+            aliases = {name: _alias_from_doc(name, body) for name, body in _dict(doc.get("aliases", {})).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise KeystoreError(f"keystore {path} is damaged: {exc}") from None
-        for alias, key_id in aliases.items():
+        for alias, key_id in [*managed.items(), *((a.name, a.key_id) for a in aliases.values())]:
             if key_id not in records:
                 raise KeystoreError(f"keystore {path} is damaged: alias {alias} names a missing key")
         try:
@@ -289,7 +203,7 @@ class KeyStore:
                     raise KeystoreError(
                         f"keystore {path}: cannot unwrap key {rec.key_id} version {ver.version}: "
                         "the record is damaged or the root key does not match the keystore") from None
-        return cls(path, root_key, root_check, records, aliases, materials, writer)
+        return cls(path, root_key, root_check, records, managed, materials, writer, aliases)
 
     # -- reading (lock-free: snapshots are replaced, never mutated) --------------------------
     def get(self, key_id: str) -> KeyRecord | None:
@@ -304,7 +218,18 @@ class KeyStore:
         return self._materials.get((key_id, version))
 
     def managed_key_id(self, alias: str) -> str | None:
-        return self._aliases.get(alias)
+        return self._managed.get(alias)
+
+    def managed_aliases(self) -> dict[str, str]:
+        return dict(self._managed)
+
+    def alias(self, name: str) -> AliasRecord | None:
+        return self._aliases.get(name)
+
+    def aliases(self) -> list[AliasRecord]:
+        """Customer aliases, sorted by name."""
+        aliases = self._aliases
+        return [aliases[n] for n in sorted(aliases)]
 
     def count_by_state(self) -> dict[str, int]:
         counts = dict.fromkeys(KEY_STATES, 0)
@@ -315,7 +240,8 @@ class KeyStore:
     # -- changing (blocking: one atomic rewrite each) -----------------------------------------
     def add_key(self, *, key_id: str, created: float, description: str, key_manager: str,
                 tags: tuple[tuple[str, str], ...], material: bytes,
-                managed_alias: str | None = None) -> KeyRecord:
+                managed_alias: str | None = None, policy: str | None = None,
+                rotation_enabled: bool = False, next_rotation: float | None = None) -> KeyRecord:
         """Create a key with version 1 = ``material`` (and bind ``managed_alias`` to it).
 
         Raises:
@@ -327,62 +253,127 @@ class KeyStore:
         with self._mutate:
             if key_id in self._records:
                 raise ValueError(f"key {key_id} already exists")
-            if managed_alias is not None and managed_alias in self._aliases:
+            if managed_alias is not None and managed_alias in self._managed:
                 raise ValueError(f"managed alias {managed_alias} already exists")
             wrapped = wrap_with_root(self._root_key, material, aad=_version_aad(key_id, 1))
             rec = KeyRecord(key_id=key_id, created=created, description=description,
                             key_manager=key_manager, state="Enabled", deletion_date=None,
-                            tags=tuple(tags), versions=(KeyVersion(1, created, wrapped),))
+                            tags=tuple(tags), versions=(KeyVersion(1, created, wrapped),),
+                            policy=policy, rotation_enabled=rotation_enabled, next_rotation=next_rotation)
             records = {**self._records, key_id: rec}
-            aliases = dict(self._aliases)
+            managed = dict(self._managed)
             if managed_alias is not None:
-                aliases[managed_alias] = key_id
-            self._write(records, aliases)
+                managed[managed_alias] = key_id
+            self._write(records, managed, self._aliases)
             self._materials = {**self._materials, (key_id, 1): bytes(material)}
-            self._aliases = aliases
+            self._managed = managed
             self._records = records
             return rec
 
-    def add_version(self, key_id: str, *, created: float, material: bytes) -> KeyRecord:
+    def add_version(self, key_id: str, *, created: float, material: bytes,
+                    rotation_type: str = "AUTOMATIC", **changes: Any) -> KeyRecord:
         """Rotation: append a new material version, which becomes the current one.
+
+        ``changes`` are other fields to set in the same write (e.g. ``next_rotation``).
+
+        Raises:
+            KeyError: unknown key.  OSError: the write failed; nothing changed.
+        """
+        if rotation_type not in ROTATION_TYPES:
+            raise ValueError(f"bad rotation type {rotation_type!r}")
+        with self._mutate:
+            rec = self._records[key_id]
+            version = rec.current_version + 1
+            wrapped = wrap_with_root(self._root_key, material, aad=_version_aad(key_id, version))
+            new = replace(rec, versions=rec.versions + (KeyVersion(version, created, wrapped, rotation_type),),
+                          **changes)
+            records = {**self._records, key_id: new}
+            self._write(records, self._managed, self._aliases)
+            self._materials = {**self._materials, (key_id, version): bytes(material)}
+            self._records = records
+            return new
+
+    def update(self, key_id: str, **changes: Any) -> KeyRecord:
+        """Change fields of a key (state, deletion_date, policy, tags, rotation settings...).
+
+        Raises:
+            KeyError: unknown key.  ValueError: unknown state.  OSError: write failed.
+        """
+        if "state" in changes and changes["state"] not in KEY_STATES:
+            raise ValueError(f"bad key state {changes['state']!r}")
+        with self._mutate:
+            new = replace(self._records[key_id], **changes)
+            records = {**self._records, key_id: new}
+            self._write(records, self._managed, self._aliases)
+            self._records = records
+            return new
+
+    def set_state(self, key_id: str, state: str, *, deletion_date: float | None = None) -> KeyRecord:
+        """Change a key's state (kept for callers of format 1's API)."""
+        return self.update(key_id, state=state,
+                           deletion_date=deletion_date if state == "PendingDeletion" else None)
+
+    def delete_key(self, key_id: str) -> list[str]:
+        """Delete a key for good: its record, every version's material, every alias naming it.
+
+        Returns:
+            The names of the aliases that were removed with it.
 
         Raises:
             KeyError: unknown key.  OSError: the write failed; nothing changed.
         """
         with self._mutate:
-            rec = self._records[key_id]
-            version = rec.current_version + 1
-            wrapped = wrap_with_root(self._root_key, material, aad=_version_aad(key_id, version))
-            new = replace(rec, versions=rec.versions + (KeyVersion(version, created, wrapped),))
-            records = {**self._records, key_id: new}
-            self._write(records, self._aliases)
-            self._materials = {**self._materials, (key_id, version): bytes(material)}
-            self._records = records
-            return new
+            if key_id not in self._records:
+                raise KeyError(key_id)
+            records = {k: v for k, v in self._records.items() if k != key_id}
+            managed = {a: k for a, k in self._managed.items() if k != key_id}
+            aliases = {n: a for n, a in self._aliases.items() if a.key_id != key_id}
+            self._write(records, managed, aliases)
+            self._materials = {k: v for k, v in self._materials.items() if k[0] != key_id}
+            self._records, self._managed = records, managed
+            gone = sorted(set(self._aliases) - set(aliases))
+            self._aliases = aliases
+            return gone
 
-    def set_state(self, key_id: str, state: str, *, deletion_date: float | None = None) -> KeyRecord:
-        """Change a key's state (Enable/Disable/ScheduleKeyDeletion/CancelKeyDeletion).
+    def put_alias(self, name: str, key_id: str, *, now: float, create: bool) -> AliasRecord:
+        """Create (``create=True``, the name must be free) or retarget an alias.
 
         Raises:
-            KeyError: unknown key.  ValueError: unknown state.  OSError: write failed.
+            ValueError: the alias exists (create) or does not (update); unknown key.
+            OSError: the write failed; nothing changed.
         """
-        if state not in KEY_STATES:
-            raise ValueError(f"bad key state {state!r}")
         with self._mutate:
-            rec = self._records[key_id]
-            new = replace(rec, state=state,
-                          deletion_date=deletion_date if state == "PendingDeletion" else None)
-            records = {**self._records, key_id: new}
-            self._write(records, self._aliases)
-            self._records = records
-            return new
+            if key_id not in self._records:
+                raise ValueError(f"key {key_id} does not exist")
+            old = self._aliases.get(name)
+            if create and old is not None:
+                raise ValueError(f"alias {name} already exists")
+            if not create and old is None:
+                raise ValueError(f"alias {name} does not exist")
+            rec = AliasRecord(name, key_id, now if old is None else old.created, now)
+            aliases = {**self._aliases, name: rec}
+            self._write(self._records, self._managed, aliases)
+            self._aliases = aliases
+            return rec
 
-    def _write(self, records: Mapping[str, KeyRecord], aliases: Mapping[str, str]) -> None:
+    def delete_alias(self, name: str) -> None:
+        """Raises: KeyError: no such alias.  OSError: the write failed; nothing changed."""
+        with self._mutate:
+            if name not in self._aliases:
+                raise KeyError(name)
+            aliases = {n: a for n, a in self._aliases.items() if n != name}
+            self._write(self._records, self._managed, aliases)
+            self._aliases = aliases
+
+    def _write(self, records: Mapping[str, KeyRecord], managed: Mapping[str, str],
+               aliases: Mapping[str, AliasRecord]) -> None:
         doc = {
             "format": FORMAT_VERSION,
             "root_check": base64.b64encode(self._root_check).decode(),
             "keys": {kid: _record_to_doc(records[kid]) for kid in sorted(records)},
-            "managed_aliases": dict(sorted(aliases.items())),
+            "aliases": {n: {"key_id": a.key_id, "created": a.created, "updated": a.updated}
+                        for n, a in sorted(aliases.items())},
+            "managed_aliases": dict(sorted(managed.items())),
         }
         self._writer(self.path, (json.dumps(doc, indent=1) + "\n").encode())
 
@@ -397,8 +388,13 @@ def _record_to_doc(rec: KeyRecord) -> dict[str, Any]:
         "key_manager": rec.key_manager,
         "state": rec.state,
         "deletion_date": rec.deletion_date,
+        "pending_window_days": rec.pending_window_days,
         "tags": [list(t) for t in rec.tags],
-        "versions": [{"version": v.version, "created": v.created,
+        "policy": rec.policy,
+        "rotation_enabled": rec.rotation_enabled,
+        "rotation_period_days": rec.rotation_period_days,
+        "next_rotation": rec.next_rotation,
+        "versions": [{"version": v.version, "created": v.created, "type": v.rotation_type,
                       "material": base64.b64encode(v.wrapped).decode()} for v in rec.versions],
     }
 
@@ -407,21 +403,38 @@ def _record_from_doc(key_id: Any, body: Any) -> KeyRecord:
     key_id = _str(key_id)
     body = _dict(body)
     versions = tuple(
-        KeyVersion(_int(v["version"]), _num(v["created"]), _b64(v["material"]))
+        KeyVersion(_int(v["version"]), _num(v["created"]), _b64(v["material"]), _str(v.get("type", "INITIAL")))
         for v in (_dict(x) for x in _list(body["versions"]))
     )
     if not versions or [v.version for v in versions] != sorted({v.version for v in versions}):
         raise ValueError(f"key {key_id}: versions must be a non-empty increasing list")
+    if any(v.rotation_type not in ROTATION_TYPES for v in versions):
+        raise ValueError(f"key {key_id}: bad rotation type")
     state = _str(body["state"])
     manager = _str(body["key_manager"])
     if state not in KEY_STATES or manager not in KEY_MANAGERS:
         raise ValueError(f"key {key_id}: bad state or key_manager")
     deletion = body.get("deletion_date")
+    policy = body.get("policy")
+    nxt = body.get("next_rotation")
+    window = body.get("pending_window_days")
+    rotation_enabled = body.get("rotation_enabled", False)
+    if not isinstance(rotation_enabled, bool):
+        raise TypeError(f"key {key_id}: rotation_enabled must be a boolean")
     tags = tuple(_tag(x) for x in _list(body["tags"]))
     return KeyRecord(key_id=key_id, created=_num(body["created"]), description=_str(body["description"]),
                      key_manager=manager, state=state,
                      deletion_date=None if deletion is None else _num(deletion),
-                     tags=tags, versions=versions)
+                     tags=tags, versions=versions, policy=None if policy is None else _str(policy),
+                     rotation_enabled=rotation_enabled,
+                     rotation_period_days=_int(body.get("rotation_period_days", 365)),
+                     next_rotation=None if nxt is None else _num(nxt),
+                     pending_window_days=None if window is None else _int(window))
+
+
+def _alias_from_doc(name: Any, body: Any) -> AliasRecord:
+    body = _dict(body)
+    return AliasRecord(_str(name), _str(body["key_id"]), _num(body["created"]), _num(body["updated"]))
 
 
 def _tag(v: Any) -> tuple[str, str]:

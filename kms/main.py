@@ -2,7 +2,8 @@
 
 ``serve`` opens everything that can fail (root key, keystore, audit log) before it reports
 started, so a misconfigured daemon exits with a clear message instead of announcing READY;
-then it runs the RPC server, the /metrics endpoint and the audit fsync task in one nursery.
+then it runs the RPC server, the /metrics endpoint, the audit fsync (group commit) task and the
+maintenance task (deletion when a key's window ends, automatic rotation) in one nursery.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ async def serve(cfg: KmsConfig, life: Lifecycle, *, environ: Mapping[str, str] |
         log.info("event=keystore_open path=%s keys=%d", store.path, len(store.records()))
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
+            await nursery.start(handlers.run_maintenance, cfg.maintenance_interval_s)
             rpc = await nursery.start(server.serve, cfg.listen.host, cfg.listen.port)
             m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
             life.on_shutdown(server.shutdown)
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="onezone kms",
         description=(
             "Run the onezone KMS daemon: customer master keys with AWS KMS semantics (CreateKey, "
-            "DescribeKey, ListKeys, GenerateDataKey, Encrypt, Decrypt, ...) served over mutual-TLS "
+            "aliases, Enable/DisableKey, ScheduleKeyDeletion, rotation, key policies, tags, "
+            "GenerateDataKey, Encrypt, Decrypt, ReEncrypt, ...) served over mutual-TLS "
             "RPC. Master keys are stored in DATA_DIR/keys.json encrypted under a root key "
             "(root_key_file, mode 0600, or root_key_env); every request is appended to a "
             "CloudTrail-shaped JSON-lines audit log. Prints 'READY {json}' once listening; "

@@ -10,17 +10,21 @@ errors of ``proto.errors`` with the AWS exception name as ``kind``.
 Semantics
 ---------
 - Key ids are UUID4 strings; ARNs ``arn:aws:kms:<region>:<account>:key/<id>``. A ``key_id``
-  argument is a key id or a key ARN; an ARN of another region or account, an unknown id, a
-  malformed reference or an alias (aliases are a later issue) is ``NotFoundException``.
+  argument is a key id, a key ARN, an alias name (``alias/name``, ``alias/aws/s3`` for managed
+  keys) or an alias ARN; an ARN of another region or account, an unknown id or alias, or a
+  malformed reference is ``NotFoundException``.
 - Every cryptographic operation requires the key to be ``Enabled``: ``Disabled`` gives
   ``DisabledException``, ``PendingDeletion`` gives ``KMSInvalidStateException``.
-- Blobs carry key id and version (``kms.crypto``). Any failure to open one (malformed,
-  tampered, encryption context not exactly the one used to encrypt, unknown key or version)
-  is ``InvalidCiphertextException``; a ``key_id`` given to Decrypt that is not the blob's key
-  is ``IncorrectKeyException``.
-- Methods are synchronous; ``create_key`` and ``get_managed_key`` block on the keystore
-  write, and the caller serializes them. Reads work on keystore snapshots, so they may run
-  in worker threads concurrently with a mutation.
+- Blobs carry key id and version (``kms.crypto``); every version of a key stays usable for
+  Decrypt until the key is deleted. Any failure to open one (malformed, tampered, encryption
+  context not exactly the one used to encrypt, unknown key or version) is
+  ``InvalidCiphertextException``; a ``key_id`` given to Decrypt that is not the blob's key is
+  ``IncorrectKeyException``. ReEncrypt opens a blob and seals its plaintext under the newest
+  version of the destination key without the plaintext leaving the daemon.
+- Methods are synchronous; mutations block on the keystore write and the caller serializes
+  them. Reads work on keystore snapshots, so they may run in worker threads concurrently
+  with a mutation. Key management (states, rotation, policies, tags, aliases) is in
+  ``kms.lifecycle``.
 """
 
 from __future__ import annotations
@@ -41,10 +45,13 @@ from kms.crypto import (
     parse_blob_header,
 )
 from kms.keystore import KeyRecord, KeyStore
+from kms.statefeed import StateFeed
 from proto.errors import InvalidRequest, NotFound
 from proto.names import InvalidName, KeyRefKind, kms_key_arn, parse_kms_key_ref
 
-__all__ = ["KmsService", "MANAGED_ALIAS_RE", "invalid_ciphertext", "validation_error"]
+__all__ = ["DAY_S", "KmsService", "MANAGED_ALIAS_RE", "invalid_ciphertext", "validation_error"]
+
+DAY_S = 86400.0
 
 MANAGED_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_-]{0,249}")
 _MANAGED_DESCRIPTIONS = {
@@ -73,12 +80,23 @@ class KmsService:
         self.store = store
         self.region = region
         self.account_id = account_id
-        self._clock = clock
-        self._rng = rng
+        self.clock = self._clock = clock
+        self.rng = self._rng = rng
+        self.feed = StateFeed(secrets.token_hex(8), lambda: [(r.key_id, r.state) for r in store.records()])
 
     # -- naming ----------------------------------------------------------------------------
     def arn(self, key_id: str) -> str:
         return kms_key_arn(self.region, self.account_id, key_id)
+
+    def alias_arn(self, alias: str) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{alias}"
+
+    def alias_target(self, alias: str) -> str | None:
+        """The key id ``alias/...`` names (customer or managed ``alias/aws/...``), if any."""
+        if alias.startswith("alias/aws/"):
+            return self.store.managed_key_id(alias[len("alias/"):])
+        rec = self.store.alias(alias)
+        return None if rec is None else rec.key_id
 
     def key_arn_of(self, ref: Any) -> str | None:
         """The ARN a key reference designates in this region/account, if it is one (no lookup)."""
@@ -90,6 +108,9 @@ class KmsService:
             return self.arn(parsed.raw)
         if parsed.kind is KeyRefKind.KEY_ARN and (parsed.region, parsed.account) == (self.region, self.account_id):
             return parsed.raw
+        if parsed.kind in (KeyRefKind.ALIAS_NAME, KeyRefKind.ALIAS_ARN) and parsed.alias is not None:
+            key_id = self.alias_target(parsed.alias)
+            return None if key_id is None else self.arn(key_id)
         return None
 
     def metadata(self, rec: KeyRecord) -> dict[str, Any]:
@@ -112,6 +133,8 @@ class KmsService:
         }
         if rec.state == "PendingDeletion" and rec.deletion_date is not None:
             meta["DeletionDate"] = rec.deletion_date
+            if rec.pending_window_days is not None:
+                meta["PendingDeletionWindowInDays"] = rec.pending_window_days
         return meta
 
     def resolve(self, ref: str) -> KeyRecord:
@@ -124,9 +147,17 @@ class KmsService:
             parsed = parse_kms_key_ref(ref)
         except InvalidName:
             raise _not_found(f"Invalid keyId {ref!r}") from None
+        foreign = (parsed.region, parsed.account) != (self.region, self.account_id)
         if parsed.kind in (KeyRefKind.ALIAS_NAME, KeyRefKind.ALIAS_ARN):
-            raise _not_found(f"Alias {parsed.raw} is not found.")
-        if parsed.kind is KeyRefKind.KEY_ARN and (parsed.region, parsed.account) != (self.region, self.account_id):
+            assert parsed.alias is not None
+            key_id = None if parsed.kind is KeyRefKind.ALIAS_ARN and foreign else self.alias_target(parsed.alias)
+            if key_id is None:
+                raise _not_found(f"Alias {self.alias_arn(parsed.alias)} is not found.")
+            rec = self.store.get(key_id)
+            if rec is None:
+                raise _not_found(f"Alias {self.alias_arn(parsed.alias)} is not found.")
+            return rec
+        if parsed.kind is KeyRefKind.KEY_ARN and foreign:
             raise _not_found(f"Key '{parsed.raw}' does not exist")
         assert parsed.key_id is not None
         rec = self.store.get(parsed.key_id)
@@ -134,7 +165,8 @@ class KmsService:
             raise _not_found(f"Key '{self.arn(parsed.key_id)}' does not exist")
         return rec
 
-    def _usable(self, rec: KeyRecord) -> KeyRecord:
+    def usable(self, rec: KeyRecord) -> KeyRecord:
+        """``rec`` if Enabled; else DisabledException / KMSInvalidStateException."""
         if rec.state == "Disabled":
             raise InvalidRequest(f"{self.arn(rec.key_id)} is disabled.", kind="DisabledException")
         if rec.state != "Enabled":
@@ -143,9 +175,13 @@ class KmsService:
         return rec
 
     # -- key management ----------------------------------------------------------------------
-    def create_key(self, *, description: str = "", tags: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-        """CreateKey (customer managed, symmetric). Blocking (keystore write)."""
-        rec = self._new_key(description=description, tags=tags, key_manager="CUSTOMER")
+    def create_key(self, *, description: str = "", tags: tuple[tuple[str, str], ...] = (),
+                   policy: str | None = None) -> dict[str, Any]:
+        """CreateKey (customer managed, symmetric). Blocking (keystore write).
+
+        ``policy`` has been validated by the caller (``kms.lifecycle.check_policy``); None
+        gives the default key policy."""
+        rec = self._new_key(description=description, tags=tags, key_manager="CUSTOMER", policy=policy)
         return {"KeyMetadata": self.metadata(rec)}
 
     def get_managed_key(self, alias: str) -> dict[str, Any]:
@@ -169,11 +205,17 @@ class KmsService:
         return {"KeyMetadata": self.metadata(rec)}
 
     def _new_key(self, *, description: str, tags: tuple[tuple[str, str], ...], key_manager: str,
-                 managed_alias: str | None = None) -> KeyRecord:
+                 managed_alias: str | None = None, policy: str | None = None) -> KeyRecord:
         key_id = str(uuid.UUID(bytes=self._rng(16), version=4))
-        return self.store.add_key(key_id=key_id, created=self._clock(), description=description,
-                                  key_manager=key_manager, tags=tags,
-                                  material=new_master_key(self._rng), managed_alias=managed_alias)
+        now = self._clock()
+        managed = key_manager == "AWS"  # AWS-managed keys rotate every year, as on AWS
+        rec = self.store.add_key(key_id=key_id, created=now, description=description,
+                                 key_manager=key_manager, tags=tags,
+                                 material=new_master_key(self._rng), managed_alias=managed_alias,
+                                 policy=policy, rotation_enabled=managed,
+                                 next_rotation=now + 365 * DAY_S if managed else None)
+        self.feed.note(key_id, rec.state)
+        return rec
 
     def describe_key(self, key_id: str) -> dict[str, Any]:
         return {"KeyMetadata": self.metadata(self.resolve(key_id))}
@@ -201,7 +243,7 @@ class KmsService:
     def generate_data_key(self, key_id: str, *, encryption_context: Mapping[str, str],
                           number_of_bytes: int = 32, include_plaintext: bool = True) -> dict[str, Any]:
         """GenerateDataKey / GenerateDataKeyWithoutPlaintext."""
-        rec = self._usable(self.resolve(key_id))
+        rec = self.usable(self.resolve(key_id))
         data_key = new_data_key(number_of_bytes, self._rng)
         out: dict[str, Any] = {
             "KeyId": self.arn(rec.key_id),
@@ -212,13 +254,22 @@ class KmsService:
         return out
 
     def encrypt(self, key_id: str, *, plaintext: bytes, encryption_context: Mapping[str, str]) -> dict[str, Any]:
-        rec = self._usable(self.resolve(key_id))
+        rec = self.usable(self.resolve(key_id))
         return {"KeyId": self.arn(rec.key_id),
                 "CiphertextBlob": self._seal(rec, plaintext, encryption_context),
                 "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
 
-    def decrypt(self, ciphertext_blob: bytes, *, encryption_context: Mapping[str, str],
-                key_id: str | None = None) -> dict[str, Any]:
+    def blob_key(self, ciphertext_blob: bytes) -> KeyRecord | None:
+        """The key a blob names in its header, if this KMS holds it (unauthenticated: for
+        authorization before the decrypt, which authenticates)."""
+        try:
+            blob_key, _version = parse_blob_header(ciphertext_blob)
+        except InvalidCiphertext:
+            return None
+        return self.store.get(str(blob_key))
+
+    def _open(self, ciphertext_blob: bytes, encryption_context: Mapping[str, str],
+              key_id: str | None) -> tuple[KeyRecord, bytes]:
         try:
             blob_key, version = parse_blob_header(ciphertext_blob)
         except InvalidCiphertext:
@@ -230,13 +281,32 @@ class KmsService:
         rec = self.store.get(blob_key_id)
         if rec is None:
             raise invalid_ciphertext()
-        self._usable(rec)
+        self.usable(rec)
         material = self.store.material(blob_key_id, version)
         if material is None:
             raise invalid_ciphertext()
         try:
-            plaintext = decrypt_blob(material, ciphertext_blob, encryption_context)
+            return rec, decrypt_blob(material, ciphertext_blob, encryption_context)
         except InvalidCiphertext:
             raise invalid_ciphertext() from None
-        return {"KeyId": self.arn(blob_key_id), "Plaintext": plaintext,
+
+    def decrypt(self, ciphertext_blob: bytes, *, encryption_context: Mapping[str, str],
+                key_id: str | None = None) -> dict[str, Any]:
+        rec, plaintext = self._open(ciphertext_blob, encryption_context, key_id)
+        return {"KeyId": self.arn(rec.key_id), "Plaintext": plaintext,
                 "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+
+    def re_encrypt(self, ciphertext_blob: bytes, *, destination_key_id: str,
+                   source_encryption_context: Mapping[str, str],
+                   destination_encryption_context: Mapping[str, str],
+                   source_key_id: str | None = None) -> dict[str, Any]:
+        """ReEncrypt: open under the blob's key/version, seal under the destination's newest version."""
+        source, plaintext = self._open(ciphertext_blob, source_encryption_context, source_key_id)
+        dest = self.usable(self.resolve(destination_key_id))
+        return {"CiphertextBlob": self._seal(dest, plaintext, destination_encryption_context),
+                "SourceKeyId": self.arn(source.key_id), "KeyId": self.arn(dest.key_id),
+                "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+
+    def generate_random(self, *, number_of_bytes: int = 32) -> dict[str, Any]:
+        return {"Plaintext": new_data_key(number_of_bytes, self._rng)}

@@ -54,6 +54,10 @@ class NodeConfig(DaemonConfig):
     """Plaintext bytes per sealed chunk for new objects."""
     key_cache_ttl_s: float = 300.0
     key_cache_max_entries: int = 1024
+    kms_poll_interval_s: float = 1.0
+    """How often the node asks the KMS which keys were disabled or scheduled for deletion."""
+    kms_outage_grace_s: float = 300.0
+    """How long cached bucket keys keep serving while the KMS cannot be reached."""
     bucket_cache_ttl_s: float = 30.0
     coordinator_max_stale_s: float = 600.0
     """While the coordinator is unreachable, cached bucket records serve this long past their TTL."""
@@ -83,6 +87,8 @@ class NodeConfig(DaemonConfig):
             raise ValueError(f"chunk_bytes must be in {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}")
         if self.key_cache_ttl_s <= 0 or self.bucket_cache_ttl_s <= 0:
             raise ValueError("key_cache_ttl_s and bucket_cache_ttl_s must be > 0")
+        if not 0 < self.kms_poll_interval_s <= 60 or self.kms_outage_grace_s < 0:
+            raise ValueError("kms_poll_interval_s must be in (0, 60] and kms_outage_grace_s >= 0")
         if self.key_cache_max_entries < 1:
             raise ValueError("key_cache_max_entries must be >= 1")
         if self.heartbeat_interval_s <= 0:

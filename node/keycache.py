@@ -10,6 +10,16 @@ their kind (``DisabledException``, ``KMSInvalidStateException``, ``NotFoundExcep
 ``InvalidCiphertextException``...) so the gateway can answer ``KMS.<kind>``; a KMS that cannot
 be reached becomes ``Unavailable`` kind ``KMSUnavailable``.
 
+Revocation: every entry is filed under the KMS key that wrapped it (read from the wrapped
+blob's header, ``proto.kmsblob``); ``invalidate_key`` drops all entries of a key (called by
+``node.keywatch`` within a second of a Disable/ScheduleKeyDeletion). An unwrap that was in
+flight while an invalidation happened is returned to its caller but not cached, so a
+revocation can never be undone by a racing fill.
+
+KMS outage: an entry past its TTL whose refresh fails because the KMS cannot be reached
+(``KMSUnavailable``) keeps serving for ``grace_s`` more seconds (counted in
+``onezone_node_bucket_key_cache_stale_hits``); a key never cached needs the KMS and fails.
+
 Invariants: plaintext keys live only in this object's memory; they are never logged, never
 written to disk, and ``repr`` does not show them. Time is injected (``clock``, monotonic
 seconds) so TTL behaviour is testable without sleeping.
@@ -27,6 +37,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from node.singleflight import SingleFlight
+from proto.kmsblob import blob_key
 from proto.errors import DeadlineExceeded, Internal, Unavailable
 
 log = logging.getLogger(__name__)
@@ -41,6 +52,7 @@ Unwrap = Callable[[bytes, str], Awaitable[bytes]]
 class _Entry:
     key: bytes = field(repr=False)
     expires_at: float
+    kms_key_id: str | None
 
 
 class BucketKeyCache:
@@ -48,10 +60,12 @@ class BucketKeyCache:
 
     def __init__(self, unwrap: Unwrap, *, ttl_s: float, max_entries: int,
                  clock: Callable[[], float] = time.monotonic,
-                 registry: CollectorRegistry | None = None) -> None:
-        if ttl_s <= 0 or max_entries < 1:
-            raise ValueError("ttl_s must be > 0 and max_entries >= 1")
+                 registry: CollectorRegistry | None = None, grace_s: float = 0.0) -> None:
+        if ttl_s <= 0 or max_entries < 1 or grace_s < 0:
+            raise ValueError("ttl_s must be > 0, max_entries >= 1 and grace_s >= 0")
         self._unwrap = unwrap
+        self._grace_s = grace_s
+        self._revision = 0
         self._ttl_s = ttl_s
         self._max = max_entries
         self._clock = clock
@@ -68,6 +82,12 @@ class BucketKeyCache:
                                  registry=reg)
         self.entries = Gauge("onezone_node_bucket_key_cache_entries", "Bucket keys held in memory.",
                              registry=reg)
+        self.stale_hits = Counter("onezone_node_bucket_key_cache_stale_hits",
+                                  "Bucket keys served past their TTL because the KMS was unreachable (grace).",
+                                  registry=reg)
+        self.revocations = Counter("onezone_node_bucket_key_revocations",
+                                   "Bucket keys dropped because their KMS key was disabled, scheduled for "
+                                   "deletion or deleted.", registry=reg)
 
     def __repr__(self) -> str:
         return f"BucketKeyCache(entries={len(self._entries)}, ttl_s={self._ttl_s}, max_entries={self._max})"
@@ -84,20 +104,35 @@ class BucketKeyCache:
         """
         k = (bucket_id, gen)
         entry = self._entries.get(k)
+        now = self._clock()
         if entry is not None:
-            if entry.expires_at > self._clock():
+            if entry.expires_at > now:
                 self._entries.move_to_end(k)
                 self.hits.inc()
                 return entry.key
-            self._drop(k)
+            if entry.expires_at + self._grace_s <= now:
+                self._drop(k)
+                entry = None
         self.misses.inc()
-        return await self._flights.run(k, lambda: self._fill(k, wrapped, bucket_arn))
+        try:
+            return await self._flights.run(k, lambda: self._fill(k, wrapped, bucket_arn))
+        except Unavailable as exc:
+            stale = self._entries.get(k)
+            if exc.kind == "KMSUnavailable" and stale is not None and stale.expires_at + self._grace_s > self._clock():
+                self.stale_hits.inc()
+                log.warning("event=bucket_key_stale bucket_id=%s gen=%d reason=kms_unavailable", k[0].hex(), k[1])
+                return stale.key
+            raise
 
     async def _fill(self, k: tuple[bytes, int], wrapped: bytes, bucket_arn: str) -> bytes:
+        revision = self._revision
         plaintext = await self._unwrap(wrapped, bucket_arn)
         if not isinstance(plaintext, bytes) or len(plaintext) != KEY_BYTES:
             raise Internal("the KMS returned a bucket key of the wrong size")
-        self._entries[k] = _Entry(plaintext, self._clock() + self._ttl_s)
+        if revision != self._revision:
+            return plaintext  # a revocation happened meanwhile: serve this request, cache nothing
+        found = blob_key(wrapped)
+        self._entries[k] = _Entry(plaintext, self._clock() + self._ttl_s, None if found is None else found[0])
         self._entries.move_to_end(k)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -113,9 +148,21 @@ class BucketKeyCache:
 
     def invalidate(self, bucket_id: bytes | None = None) -> int:
         """Forget every key of ``bucket_id`` (or all keys); returns how many were dropped."""
+        self._revision += 1
         doomed = [k for k in self._entries if bucket_id is None or k[0] == bucket_id]
         for k in doomed:
             self._drop(k)
+        return len(doomed)
+
+    def invalidate_key(self, kms_key_id: str) -> int:
+        """Forget every bucket key wrapped by KMS key ``kms_key_id``; returns how many were dropped."""
+        self._revision += 1
+        doomed = [k for k, e in self._entries.items() if e.kms_key_id == kms_key_id or e.kms_key_id is None]
+        for k in doomed:
+            self._drop(k)
+        self.revocations.inc(len(doomed))
+        if doomed:
+            log.info("event=bucket_keys_revoked kms_key_id=%s dropped=%d", kms_key_id, len(doomed))
         return len(doomed)
 
 

@@ -2,8 +2,9 @@
 
 ``serve`` opens the store first (cleaning crash leftovers; a data_dir that cannot be used
 fails here, before READY), then runs in one nursery: the RPC server (Node section of
-docs/rpc.md), /metrics, and the membership task that registers with the coordinator and
-heartbeats. The coordinator need not be up: the node announces READY at once and keeps
+docs/rpc.md), /metrics, the membership task that registers with the coordinator and
+heartbeats, and the key-state watcher (``node.keywatch``: revoked KMS keys leave the bucket-key
+cache within a second). The coordinator need not be up: the node announces READY at once and keeps
 retrying registration in the background.
 """
 
@@ -21,6 +22,7 @@ import trio
 from node.buckets import BucketCache, coordinator_fetch
 from node.config import NodeConfig
 from node.keycache import BucketKeyCache, kms_unwrapper
+from node.keywatch import KeyStateWatcher
 from node.membership import Membership
 from node.metrics import NodeMetrics, free_bytes
 from node.objects import ObjectService
@@ -62,7 +64,10 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
             kms = pool.client(cfg.kms.host, cfg.kms.port, "kms")
             coordinator = pool.client(cfg.coordinator.host, cfg.coordinator.port, "coordinator")
             keys = BucketKeyCache(kms_unwrapper(kms), ttl_s=cfg.key_cache_ttl_s,
-                                  max_entries=cfg.key_cache_max_entries, registry=metrics.registry)
+                                  max_entries=cfg.key_cache_max_entries, registry=metrics.registry,
+                                  grace_s=cfg.kms_outage_grace_s)
+            watcher = KeyStateWatcher(kms, keys, interval_s=cfg.kms_poll_interval_s,
+                                      grace_s=cfg.kms_outage_grace_s, registry=metrics.registry)
             buckets = BucketCache(coordinator_fetch(coordinator), ttl_s=cfg.bucket_cache_ttl_s,
                                   max_stale_s=cfg.coordinator_max_stale_s)
             objects = ObjectService(node_id=cfg.node_id, store=store, buckets=buckets, keys=keys,
@@ -81,6 +86,7 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
                                         capacity_bytes=cfg.capacity_bytes, usage=usage,
                                         interval_s=cfg.heartbeat_interval_s)
                 nursery.start_soon(membership.run)
+                nursery.start_soon(watcher.run)
                 task_status.started({"rpc": endpoint_str(rpc), "metrics": endpoint_str(m),
                                      "node_id": cfg.node_id, "zone": cfg.zone})
     finally:

@@ -285,6 +285,9 @@ class ObjectService:
         manifest = await self._manifest(rec, key)
         if manifest is None:
             raise _no_such_key(key)
+        # A revoked KMS key refuses HEAD too (as S3 Express, whose sessions need the key), and the
+        # gateway's GET, which HEADs first, fails before it sends a 200 head.
+        await self._bucket_key(rec, manifest["key_gen"])
         return public_meta(manifest)
 
     async def get_object(self, *, bucket: str, key: str, bucket_version: int,

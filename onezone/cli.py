@@ -4,6 +4,7 @@
     onezone kms|coordinator|node|gateway --config FILE               one daemon
     onezone certs --dir DIR NAME...                                  cluster CA + certificates
     onezone admin nodes [--data-dir DIR]                             the coordinator's view of the nodes
+    onezone audit [--key-id K] [--event-name N] [--since T] ...      filter the KMS audit log
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from onezone.admin import main as admin
 
         return admin(rest)
+    if cmd == "audit":
+        from kms.audit_query import main as audit
+
+        return audit(rest)
     if cmd in ("kms", "coordinator", "node", "gateway"):
         import importlib
 

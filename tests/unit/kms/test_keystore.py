@@ -57,7 +57,7 @@ def test_new_keystore_is_created_bound_to_the_root_key(tmp_path):
     store = KeyStore.open(tmp_path / "kms", ROOT)
     assert store.records() == []
     doc = json.loads((tmp_path / "kms" / "keys.json").read_text())
-    assert doc["format"] == 1 and doc["keys"] == {} and doc["root_check"]
+    assert doc["format"] == 2 and doc["keys"] == {} and doc["root_check"]
     assert stat.S_IMODE((tmp_path / "kms").stat().st_mode) == 0o700
     # even an empty keystore refuses another root key
     with pytest.raises(KeystoreError, match="root key does not match the keystore"):
@@ -135,7 +135,7 @@ def test_leftover_temp_files_are_removed(tmp_path):
 @pytest.mark.parametrize("mutate, message", [
     (lambda raw: b"{not json", "not valid JSON"),
     (lambda raw: b"[]", "not a keystore document"),
-    (lambda raw: raw.replace(b'"format": 1', b'"format": 9'), "unsupported format"),
+    (lambda raw: raw.replace(b'"format": 2', b'"format": 9'), "unsupported format"),
     (lambda raw: raw.replace(b'"state": "Enabled"', b'"state": "Weird"'), "damaged"),
     (lambda raw: raw.replace(b'"aws/s3": "', b'"aws/s3": "x'), "missing key"),
 ])
