@@ -110,7 +110,8 @@ async def serve(
         membership = Membership(suspect_after_s=cfg.suspect_after_s, down_after_s=cfg.down_after_s)
         nodes = NodeRegistry(store=store, membership=membership, clock=clock)
         known = await nodes.load()
-        cm = CoordinatorMetrics(metrics, membership, clock, lambda: set(cfg.zones) | membership.zones())
+        cm = CoordinatorMetrics(metrics, membership, clock, lambda: set(cfg.zones) | membership.zones(),
+                                replicas=cfg.replicas)
         async with open_rpc_pool(cfg.tls.client_context(), default_timeout_s=cfg.rpc_timeout_s) as pool:
             kms = KmsApi(pool.client(cfg.kms.host, cfg.kms.port, "kms"), observe=cm.kms_call)
             catalog = Catalog(store=store, membership=membership, kms=kms, region=cfg.region,
@@ -130,6 +131,7 @@ async def serve(
                 m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host,
                                         cfg.metrics_listen.port)
                 nursery.start_soon(nodes.watch, min(1.0, cfg.heartbeat_interval_s))
+                nursery.start_soon(cm.watch_replica_sets, catalog.list_buckets, min(5.0, cfg.heartbeat_interval_s))
                 life.on_shutdown(server.shutdown)
                 log.info("event=coordinator_started nodes=%d zones=%s admin_bootstrapped=%s",
                          known, ",".join(sorted(catalog.zones())) or "-", created)

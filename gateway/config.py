@@ -29,10 +29,20 @@ class GatewayConfig(DaemonConfig):
     auth_cache_s: float = 30.0
     bucket_cache_s: float = 5.0
     max_clock_skew_s: int = 900
+    # S3 audit log (CloudTrail-shaped JSON lines); none when unset. Rotated by size.
+    audit_log: Path | None = None
+    audit_max_bytes: int = 64 * 1024 * 1024
+    audit_keep: int = 5
+    # per-bucket metrics: this many buckets (by traffic) keep their own label, the rest are "other"
+    metrics_top_buckets: int = 10
 
     def validate(self) -> None:
         DaemonConfig.validate(self)
         if not 60 <= self.session_ttl_s <= 36 * 3600:
             raise ValueError("session_ttl_s must be between 60 and 129600")
+        if self.audit_max_bytes < 4096 or not 1 <= self.audit_keep <= 1000:
+            raise ValueError("audit_max_bytes must be >= 4096 and audit_keep between 1 and 1000")
+        if not 0 <= self.metrics_top_buckets <= 1000:
+            raise ValueError("metrics_top_buckets must be between 0 and 1000")
         if (self.https_cert is None) != (self.https_key is None):
             raise ValueError("https_cert and https_key go together")

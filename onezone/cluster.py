@@ -58,6 +58,12 @@ def _toml(mapping: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reachable(addr: str) -> str:
+    """A scrape target for a bound address: a wildcard bind is reached on loopback."""
+    host, _, port = addr.rpartition(":")
+    return {"0.0.0.0": f"127.0.0.1:{port}", "[::]": f"[::1]:{port}"}.get(host, addr)
+
+
 @dataclass
 class Daemon:
     name: str
@@ -135,6 +141,7 @@ class LocalCluster:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     node_options: dict[str, Any] = field(default_factory=dict)
+    log_json: bool = False
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
     credentials: dict[str, str] = field(default_factory=dict)
@@ -154,7 +161,7 @@ class LocalCluster:
     def _common(self, principal: str) -> dict[str, Any]:
         certs = self.data_dir / "certs"
         return {"listen": f"{self.host}:0", "metrics_listen": f"{self.host}:0", "region": self.region,
-                "account_id": self.account_id,
+                "account_id": self.account_id, "log_json": self.log_json,
                 "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / f"{principal}.pem"),
                         "key": str(certs / f"{principal}.key")}}
 
@@ -184,7 +191,8 @@ class LocalCluster:
             gw = self._daemon("gateway", "gateway", {
                 **self._common("gateway"), "listen": f"{self.host}:{self.port}",
                 "coordinator": coord_addr, "kms": kms_addr,
-                "session_key_file": str(self.data_dir / "gateway" / "session.key")})
+                "session_key_file": str(self.data_dir / "gateway" / "session.key"),
+                "audit_log": str(self.data_dir / "gateway" / "audit.jsonl")})
             self.endpoint = gw.start()["endpoint"]
             self._wait_ready()
             self._write_cluster_json()
@@ -241,7 +249,7 @@ class LocalCluster:
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=2)
         os.replace(tmp, path)
-        targets = [{"targets": [d.info["metrics"]], "labels": {"daemon": d.kind, "instance_name": name}}
+        targets = [{"targets": [_reachable(d.info["metrics"])], "labels": {"daemon": d.kind, "instance_name": name}}
                    for name, d in self.daemons.items()]
         (self.data_dir / "prometheus-targets.json").write_text(json.dumps(targets, indent=2))
 
