@@ -52,8 +52,6 @@ def prom(cluster, tmp_path_factory):
     p.start()
     yield p
     p.stop()
-    if getattr(cluster, "_keep", False):  # pragma: no cover
-        print((home / "prometheus.log").read_text()[-3000:])
 
 
 def api(prom: Prometheus, path: str, **params) -> dict:

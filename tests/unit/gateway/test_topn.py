@@ -27,9 +27,9 @@ def test_heavy_hitter_displaces_a_quiet_bucket_at_refresh():
 
 def test_cardinality_stays_bounded_whatever_the_number_of_buckets():
     t = TopN(5, capacity=20, refresh_every=10)
-    seen = {t.label(f"bucket-{i}") for i in range(10_000)}
-    assert len(seen) <= 10_000  # trivially; the point is the tracker's own size:
-    assert len(t._counts) <= 20  # noqa: SLF001
+    for i in range(10_000):
+        assert t.label(f"bucket-{i}") in t.top | {"other"}
+    assert len(t._counts) <= 20  # noqa: SLF001 (the tracker's own memory is bounded too)
     assert len(t.top) <= 5
 
 
