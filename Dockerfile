@@ -13,6 +13,7 @@ COPY coordinator ./coordinator
 COPY node ./node
 COPY gateway ./gateway
 COPY onezone ./onezone
+COPY ops ./ops
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ${PIP_CERT:+--cert "$PIP_CERT"} . \
  && useradd --system --home /data onezone && mkdir -p /data && chown onezone /data

@@ -4,7 +4,10 @@
     python3 dev.py up [onezone up options]   install into .venv, then start a local cluster
     python3 dev.py test [pytest options]     install into .venv (+ test tools), then run the tests
 
-The virtual environment is (re)installed when pyproject.toml changes. pytest's exit status 5
+The virtual environment is (re)installed when pyproject.toml changes. Before the tests, the
+Debian packages the tests use (``prometheus`` for the real-Prometheus tests; ``buildah``,
+``podman`` and ``debootstrap`` for the container-image test) are installed with apt-get when
+they are missing and this runs as root; otherwise those tests skip and say why. pytest's exit status 5
 ("no tests ran") is turned into a failure: a run that tested nothing must not pass.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -38,6 +42,27 @@ def ensure_venv(extra: str) -> None:
     stamp.write_text(want)
 
 
+# Debian package -> a binary it provides
+SYSTEM_PACKAGES = {"prometheus": "prometheus", "buildah": "buildah", "podman": "podman",
+                   "debootstrap": "debootstrap"}
+
+
+def ensure_system_packages() -> None:
+    missing = [pkg for pkg, exe in SYSTEM_PACKAGES.items() if shutil.which(exe) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"dev.py: {', '.join(missing)} missing and cannot be installed here (needs root and apt-get); "
+              "the tests that need them will skip", file=sys.stderr)
+        return
+    print(f"installing Debian packages: {' '.join(missing)}", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "env": env}
+    if subprocess.run(["apt-get", "update", "-q"], **quiet).returncode != 0 or subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], **quiet).returncode != 0:
+        print("dev.py: apt-get could not install them; the tests that need them will skip", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("up", "test"):
         print(__doc__)
@@ -47,6 +72,7 @@ def main(argv: list[str]) -> int:
         ensure_venv("")
         os.execv(str(PY), [str(PY), "-m", "onezone", "up", *rest])
     ensure_venv("test")
+    ensure_system_packages()
     code = subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT).returncode
     if code == 5:
         print("dev.py: pytest ran no tests; that is a failure", file=sys.stderr)

@@ -71,7 +71,8 @@ class CoordinatorMetrics:
     def __init__(self, metrics: Metrics, membership: Membership, clock: Callable[[], float],
                  zones: Callable[[], Iterable[str]]) -> None:
         registry = metrics.registry
-        registry.register(_MembershipCollector(membership, clock, zones))
+        self._collector = _MembershipCollector(membership, clock, zones)
+        registry.register(self._collector)
         self._buckets = Gauge("onezone_coordinator_buckets", "Directory buckets by zone.",
                               ["zone"], registry=registry)
         self._placements = Counter("onezone_coordinator_placement_decisions_total",

@@ -17,17 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from prometheus_client import Counter, Gauge, Histogram
-
 from gateway import iam_api, kms_api, routing, s3_buckets, s3_extra, s3_lists, s3_objects
+from gateway.audit import AuditFile
 from gateway.auth import authenticate, authorize_s3, parse_auth
 from gateway.backend import Backend, s3_error
 from gateway.config import GatewayConfig
 from gateway.errors import S3Error, error_xml, iam_error_xml, kms_error_json
 from gateway.http import BodyTooLarge, HttpRequest, HttpResponse
+from gateway.metrics import GatewayMetrics
+from gateway.observe import RequestFacts, facts_var, observe_request
 from proto import errors as rpc_errors
 from proto.logs import request_id_var
-from proto.metrics import LATENCY_BUCKETS, Metrics
+from proto.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +37,14 @@ BODY_OPS = {"CreateBucket", "PutBucketEncryption", "DeleteObjects", "CompleteMul
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-class GatewayMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        r = metrics.registry
-        self.requests = Counter("onezone_gateway_requests_total", "S3 requests by operation and status class.",
-                                ["operation", "status_class"], registry=r)
-        self.duration = Histogram("onezone_gateway_request_duration_seconds", "Full request duration.",
-                                  ["operation"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttfb = Histogram("onezone_gateway_time_to_first_byte_seconds", "Time to the response head.",
-                              ["operation"], buckets=LATENCY_BUCKETS, registry=r)
-        self.bytes_in = Counter("onezone_gateway_bytes_in_total", "Request body bytes received.", registry=r)
-        self.sessions = Counter("onezone_gateway_create_session_total", "CreateSession calls by mode and outcome.",
-                                ["mode", "outcome"], registry=r)
-        self.auth_failures = Counter("onezone_gateway_auth_failures_total", "Authentication failures by code.",
-                                     ["code"], registry=r)
-        self.in_flight = Gauge("onezone_gateway_requests_in_flight", "Requests being served.", registry=r)
-        self.stale_served = Counter("onezone_gateway_stale_served_total",
-                                    "Cached entries served past their TTL because the coordinator was "
-                                    "unreachable, by what (auth_context, bucket).", ["what"], registry=r)
-        self.iam_eval = Histogram("onezone_gateway_iam_evaluation_seconds",
-                                  "Time to evaluate the caller's IAM policies for one decision.",
-                                  buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1),
-                                  registry=r)
-
-
 class Gateway:
     def __init__(self, cfg: GatewayConfig, backend: Backend, session_key: bytes, metrics: Metrics,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, audit: AuditFile | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
         self.session_key = session_key
-        self.m = GatewayMetrics(metrics)
+        self.m = GatewayMetrics(metrics, top_buckets=cfg.metrics_top_buckets)
+        self.audit = audit
         backend.observe_stale = lambda what: self.m.stale_served.labels(what).inc()
         self.clock = clock
         self.active = 0
@@ -75,47 +53,36 @@ class Gateway:
     async def handle(self, req: HttpRequest) -> HttpResponse:
         request_id = secrets.token_hex(8).upper()
         request_id_var.set(request_id)
-        start = trio.current_time()
-        op = "Unknown"
+        facts = RequestFacts(request_id=request_id, start=trio.current_time(), wall=self.clock())
+        facts_var.set(facts)
         self.m.in_flight.inc()
         self.active += 1
         try:
             try:
                 auth = parse_auth(req)
+                facts.auth = auth
                 route = routing.route(req.method, req.header("host") or "", req.target,
                                       service=auth.service if auth else None,
                                       x_amz_target=req.header("x-amz-target"), own_hosts=self.own_hosts)
-                op = route.operation
+                facts.route = route
                 resp = await self._dispatch(req, auth, route, request_id)
             except S3Error as exc:
-                if exc.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "ExpiredToken",
-                                "InvalidToken", "RequestTimeTooSkewed"):
-                    self.m.auth_failures.labels(exc.code).inc()
-                resp = self._error(req, exc, request_id, op)
+                facts.error = exc
+                resp = self._error(req, exc, request_id, facts.operation)
             except rpc_errors.RpcError as exc:
-                resp = self._error(req, s3_error(exc, resource=req.target.partition("?")[0]), request_id, op)
+                facts.error = s3_error(exc, resource=req.target.partition("?")[0])
+                resp = self._error(req, facts.error, request_id, facts.operation)
                 if isinstance(exc, rpc_errors.Internal):
-                    log.warning("event=backend_internal op=%s error=%s", op, exc.message)
+                    log.warning("event=backend_internal op=%s error=%s", facts.operation, exc.message)
         except Exception:
-            log.exception("event=handler_crash op=%s", op)
-            resp = self._error(req, S3Error("InternalError"), request_id, op)
+            log.exception("event=handler_crash op=%s", facts.operation)
+            facts.error = S3Error("InternalError")
+            resp = self._error(req, facts.error, request_id, facts.operation)
         finally:
             self.m.in_flight.dec()
             self.active -= 1
         resp.headers += [("x-amz-request-id", request_id), ("x-amz-id-2", request_id), ("server", "onezone")]
-
-        def first_byte() -> None:
-            self.m.ttfb.labels(op).observe(trio.current_time() - start)
-
-        def sent() -> None:
-            elapsed = trio.current_time() - start
-            self.m.duration.labels(op).observe(elapsed)
-            self.m.requests.labels(op, f"{resp.status // 100}xx").inc()
-            self.m.bytes_in.inc(req.body.received)
-            log.info("event=request op=%s status=%s method=%s duration_ms=%.2f bytes_in=%d",
-                     op, resp.status, req.method, elapsed * 1000, req.body.received)
-
-        resp.on_first_byte, resp.on_sent = first_byte, sent
+        observe_request(self, req, resp, facts)
         return resp
 
     def _error(self, req: HttpRequest, exc: S3Error, request_id: str, op: str) -> HttpResponse:
@@ -154,6 +121,7 @@ class Gateway:
         ident = await authenticate(req, auth, self.backend, session_key=self.session_key, now=now,
                                    max_skew_s=self.cfg.max_clock_skew_s, body_sha256=digest,
                                    observe_eval=self.m.iam_eval.observe)
+        facts_var.get().identity = ident
         region, account = self.cfg.region, self.cfg.account_id
         op = route.operation
         if op == "KmsJson":
@@ -177,15 +145,6 @@ class Gateway:
             }.get(op)
             if handler is None:
                 return await s3_extra.bucket_op(op, ctx, self.backend, route.query, self.cfg)
-            if op == "CreateSession":
-                mode = req.header("x-amz-create-session-mode") or "ReadWrite"
-                try:
-                    resp = await handler(ctx, self.backend)
-                except S3Error as exc:
-                    self.m.sessions.labels(mode if mode in ("ReadWrite", "ReadOnly") else "invalid", exc.code).inc()
-                    raise
-                self.m.sessions.labels(mode, "ok").inc()
-                return resp
             return await handler(ctx, self.backend)
         bucket, key = route.bucket, route.key
         s3_lists.check_user_key(key)

@@ -32,6 +32,12 @@ class GatewayConfig(DaemonConfig):
     # their TTL (0 = never serve stale)
     coordinator_max_stale_s: float = 600.0
     max_clock_skew_s: int = 900
+    # S3 audit log (CloudTrail-shaped JSON lines); none when unset. Rotated by size.
+    audit_log: Path | None = None
+    audit_max_bytes: int = 64 * 1024 * 1024
+    audit_keep: int = 5
+    # per-bucket metrics: this many buckets (by traffic) keep their own label, the rest are "other"
+    metrics_top_buckets: int = 10
 
     def validate(self) -> None:
         DaemonConfig.validate(self)
@@ -39,5 +45,9 @@ class GatewayConfig(DaemonConfig):
             raise ValueError("session_ttl_s must be between 60 and 129600")
         if self.coordinator_max_stale_s < 0:
             raise ValueError("coordinator_max_stale_s must be >= 0")
+        if self.audit_max_bytes < 4096 or not 1 <= self.audit_keep <= 1000:
+            raise ValueError("audit_max_bytes must be >= 4096 and audit_keep between 1 and 1000")
+        if not 0 <= self.metrics_top_buckets <= 1000:
+            raise ValueError("metrics_top_buckets must be between 0 and 1000")
         if (self.https_cert is None) != (self.https_key is None):
             raise ValueError("https_cert and https_key go together")

@@ -236,12 +236,22 @@ async def _send_bad_request(conn: _Conn, exc: h11.RemoteProtocolError) -> None:
 
 async def serve_http(handler: Handler, host: str, port: int, *, limits: HttpLimits = HttpLimits(),
                      ssl_context: ssl.SSLContext | None = None,
+                     on_connection: Callable[[int], None] | None = None,
                      task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = (host, listeners[0].socket.getsockname()[1])
     scheme = "https" if ssl_context is not None else "http"
 
-    async def on_connection(tcp: trio.SocketStream) -> None:
+    async def connection(tcp: trio.SocketStream) -> None:
+        if on_connection is None:
+            return await serve_tcp(tcp)
+        on_connection(1)
+        try:
+            await serve_tcp(tcp)
+        finally:
+            on_connection(-1)
+
+    async def serve_tcp(tcp: trio.SocketStream) -> None:
         try:
             remote = "%s:%s" % tcp.socket.getpeername()[:2]
         except OSError:
@@ -258,4 +268,4 @@ async def serve_http(handler: Handler, host: str, port: int, *, limits: HttpLimi
         await serve_connection(stream, handler, limits, remote=remote, scheme=scheme)
 
     task_status.started(bound)
-    await trio.serve_listeners(on_connection, listeners)
+    await trio.serve_listeners(connection, listeners)

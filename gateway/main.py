@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from gateway.app import Gateway
+from gateway.audit import AuditFile
 from gateway.backend import Backend
 from gateway.config import GatewayConfig
 from gateway.http import HttpLimits, serve_http
@@ -53,23 +54,33 @@ async def serve(cfg: GatewayConfig, life: Lifecycle, *, task_status=trio.TASK_ST
                           kms=(cfg.kms.host, cfg.kms.port), auth_cache_s=cfg.auth_cache_s,
                           bucket_cache_s=cfg.bucket_cache_s, timeout_s=cfg.rpc_timeout_s,
                           max_stale_s=cfg.coordinator_max_stale_s)
-        gw = Gateway(cfg, backend, session_key, metrics)
-        limits = HttpLimits(max_header_bytes=cfg.max_header_bytes, idle_timeout_s=cfg.idle_timeout_s)
-        async with trio.open_nursery() as nursery:
-            addr = await nursery.start(functools.partial(serve_http, gw.handle, cfg.listen.host, cfg.listen.port,
-                                                         limits=limits, ssl_context=https))
-            m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
+        audit = None
+        if cfg.audit_log is not None:
+            audit = AuditFile(cfg.audit_log, max_bytes=cfg.audit_max_bytes, keep=cfg.audit_keep)
+        try:
+            gw = Gateway(cfg, backend, session_key, metrics, audit=audit)
+            limits = HttpLimits(max_header_bytes=cfg.max_header_bytes, idle_timeout_s=cfg.idle_timeout_s)
+            async with trio.open_nursery() as nursery:
+                if audit is not None:
+                    await nursery.start(audit.run)
+                addr = await nursery.start(functools.partial(
+                    serve_http, gw.handle, cfg.listen.host, cfg.listen.port, limits=limits, ssl_context=https,
+                    on_connection=gw.m.connection))
+                m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
 
-            async def drain(grace_s: float) -> None:
-                with trio.move_on_after(grace_s):
-                    while gw.active > 0:
-                        await trio.sleep(0.05)
-                nursery.cancel_scope.cancel()
+                async def drain(grace_s: float) -> None:
+                    with trio.move_on_after(grace_s):
+                        while gw.active > 0:
+                            await trio.sleep(0.05)
+                    nursery.cancel_scope.cancel()
 
-            life.on_shutdown(drain)
-            scheme = "https" if https else "http"
-            task_status.started({"rpc": endpoint_str(addr), "metrics": endpoint_str(m),
-                                 "endpoint": f"{scheme}://{endpoint_str(addr)}"})
+                life.on_shutdown(drain)
+                scheme = "https" if https else "http"
+                task_status.started({"rpc": endpoint_str(addr), "metrics": endpoint_str(m),
+                                     "endpoint": f"{scheme}://{endpoint_str(addr)}"})
+        finally:
+            if audit is not None:
+                audit.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,12 @@ def _toml(mapping: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reachable(addr: str) -> str:
+    """A scrape target for a bound address: a wildcard bind is reached on loopback."""
+    host, _, port = addr.rpartition(":")
+    return {"0.0.0.0": f"127.0.0.1:{port}", "[::]": f"[::1]:{port}"}.get(host, addr)
+
+
 @dataclass
 class Daemon:
     name: str
@@ -138,6 +144,7 @@ class LocalCluster:
     node_options: dict[str, Any] = field(default_factory=dict)
     coordinator_options: dict[str, Any] = field(default_factory=dict)
     gateway_options: dict[str, Any] = field(default_factory=dict)
+    log_json: bool = False
     daemons: dict[str, Daemon] = field(default_factory=dict)
     endpoint: str = ""
     credentials: dict[str, str] = field(default_factory=dict)
@@ -171,7 +178,7 @@ class LocalCluster:
     def _common(self, principal: str) -> dict[str, Any]:
         certs = self.data_dir / "certs"
         return {"listen": f"{self.host}:0", "metrics_listen": f"{self.host}:0", "region": self.region,
-                "account_id": self.account_id,
+                "account_id": self.account_id, "log_json": self.log_json,
                 "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / f"{principal}.pem"),
                         "key": str(certs / f"{principal}.key")}}
 
@@ -203,6 +210,7 @@ class LocalCluster:
                 **self._common("gateway"), "listen": f"{self.host}:{self.port}",
                 "coordinator": coord_addr, "kms": kms_addr,
                 "session_key_file": str(self.data_dir / "gateway" / "session.key"),
+                "audit_log": str(self.data_dir / "gateway" / "audit.jsonl"),
                 **({"https_cert": str(self.data_dir / "certs" / "s3-endpoint.pem"),
                     "https_key": str(self.data_dir / "certs" / "s3-endpoint.key")} if self.https else {}),
                 **self.gateway_options})
@@ -262,7 +270,7 @@ class LocalCluster:
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=2)
         os.replace(tmp, path)
-        targets = [{"targets": [d.info["metrics"]], "labels": {"daemon": d.kind, "instance_name": name}}
+        targets = [{"targets": [_reachable(d.info["metrics"])], "labels": {"daemon": d.kind, "instance_name": name}}
                    for name, d in self.daemons.items()]
         (self.data_dir / "prometheus-targets.json").write_text(json.dumps(targets, indent=2))
 

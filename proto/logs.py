@@ -55,13 +55,61 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+_KV_RE = re.compile(r'([A-Za-z_][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+_RESERVED = frozenset({"ts", "level", "daemon", "instance", "request_id", "logger", "msg", "exc"})
+
+
+def parse_fields(message: str) -> dict[str, object] | None:
+    """The ``key=value`` pairs of a message written in that style, or None when it is prose.
+
+    Quoted values are JSON strings; integers and floats become numbers.
+    """
+    fields: dict[str, object] = {}
+    pos = 0
+    for m in _KV_RE.finditer(message):
+        if message[pos:m.start()].strip():
+            return None
+        key, raw = m.group(1), m.group(2)
+        value: object = raw
+        if raw.startswith('"'):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        else:
+            try:
+                value = int(raw) if raw.lstrip("-").isdigit() else float(raw) if _is_float(raw) else raw
+            except ValueError:
+                value = raw
+        fields[key if key not in _RESERVED else f"field_{key}"] = value
+        pos = m.end()
+    if message[pos:].strip() or not fields:
+        return None
+    return fields
+
+
+def _is_float(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return raw.lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a ``key=value`` message's pairs become top-level fields."""
+
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
+        msg = record.getMessage()
+        doc: dict[str, object] = {
             "ts": record.created, "level": record.levelname.lower(), "daemon": record.daemon,
             "instance": record.instance, "request_id": record.request_id, "logger": record.name,
-            "msg": record.getMessage(),
         }
+        fields = parse_fields(msg)
+        if fields is None:
+            doc["msg"] = msg
+        else:
+            doc.update(fields)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)

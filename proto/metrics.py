@@ -2,7 +2,7 @@
 
 Each daemon owns one ``Metrics`` (its own ``CollectorRegistry``, never the global default, so
 several daemons can live in one test process). It registers build info, process metrics,
-start time and the RPC server histograms; daemon-specific metrics are created on
+start time, up-time and the RPC server histograms; daemon-specific metrics are created on
 ``metrics.registry`` by the daemon. ``serve_metrics`` is a tiny HTTP/1.1 server (h11) answering
 ``GET /metrics`` with the text exposition format and ``GET /healthz`` with ``ok``.
 """
@@ -43,6 +43,9 @@ class Metrics:
              "python": platform.python_version()})
         Gauge("onezone_start_time_seconds", "Unix time the daemon started.",
               registry=self.registry).set(time.time())
+        started = time.monotonic()
+        Gauge("onezone_uptime_seconds", "Seconds since the daemon started (monotonic clock).",
+              registry=self.registry).set_function(lambda: time.monotonic() - started)
         self.rpc_duration = Histogram(
             "onezone_rpc_server_duration_seconds", "Time to serve an RPC call, by method and outcome.",
             ["method", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)
