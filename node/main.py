@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "Run an onezone storage node: it stores the objects of the directory buckets placed "
             "on it, compressed and encrypted (AES-256-GCM under per-object keys derived from the "
             "bucket key, which the KMS unwraps and the node caches in memory only), in DATA_DIR "
-            "(an SQLite index plus one data file per object version), and replicates every write "
+            "(append-only segment files with group commit plus an SQLite index), and replicates every write "
             "to the bucket's other replicas before acknowledging it. It registers with the "
             "coordinator (retrying until it answers) and heartbeats. Prints 'READY {json}' once "
             "listening; SIGTERM drains and exits 0."),
