@@ -1,9 +1,10 @@
 """The replica side of writes: ``ReplicaPut`` and ``ReplicaDelete`` from a bucket's primary.
 
 A replica never decrypts: it checks the framing of the sealed stream as it arrives
-(``node.sealed_stream.SealedStreamParser``), appends the chunks to a data file in
-``incoming/``, and only when the trailer and a clean end of the body have arrived does it
-fsync, publish and commit the manifest. A body that ends with an error (the primary aborted),
+(``node.sealed_stream.SealedStreamParser``), collects the chunks in an ``IncomingFile`` (in
+memory while small, else a blob file in ``incoming/``), and only when the trailer and a clean
+end of the body have arrived does it publish and commit (``ObjectStore.commit``: durable when
+it returns). A body that ends with an error (the primary aborted),
 breaks off, or is malformed leaves nothing behind.
 
 Calls are accepted only from the bucket's current primary, for a bucket id that matches the
@@ -61,7 +62,7 @@ class ReplicaService:
         await self._record_for_replica(bucket, bucket_id, epoch, caller)
         object_id = start["object_id"]
         try:
-            incoming = await trio.to_thread.run_sync(self._store.create_incoming, bucket_id, object_id)
+            incoming = self._store.create_incoming(bucket_id, object_id)  # in memory: no I/O
         except FileExistsError:
             raise Conflict("this object id is already being written", kind="ObjectIdInUse") from None
         parser = SealedStreamParser(start["chunk_bytes"])
@@ -73,7 +74,9 @@ class ReplicaService:
                     data = parser.feed(piece)
                 except StreamError as exc:
                     raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
-                if data:
+                if data and incoming.fits(len(data)):
+                    incoming.write(data)  # stays in memory
+                elif data:
                     await trio.to_thread.run_sync(incoming.write, data)
                 if parser.chunks > chunks_seen:
                     self._metrics.chunks_written.inc(parser.chunks - chunks_seen)
@@ -83,7 +86,10 @@ class ReplicaService:
             except StreamError as exc:
                 raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
             manifest = self._replica_manifest(start, trailer, parser)
-            await trio.to_thread.run_sync(incoming.publish)
+            if incoming.inline:
+                incoming.publish()
+            else:
+                await trio.to_thread.run_sync(incoming.publish)
             old = await trio.to_thread.run_sync(self._store.commit, bucket_id, manifest["key"], object_id,
                                                 manifest["size"], encode_manifest(manifest))
             committed = True

@@ -104,6 +104,10 @@ class IncomingFile:
     def inline(self) -> bool:
         return self.blob_seq is None
 
+    def fits(self, n: int) -> bool:
+        """Whether writing ``n`` more bytes stays in memory (no file I/O: no thread needed)."""
+        return self._buf is not None and len(self._buf) + n <= self._store.inline_max_bytes
+
     def data(self) -> bytes:
         return bytes(self._buf or b"")
 
