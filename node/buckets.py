@@ -159,6 +159,18 @@ class BucketCache:
             self._cache.popitem(last=False)
         return rec
 
+    def put(self, doc: Any) -> BucketRecord:
+        """Cache a record the caller got from the coordinator (e.g. a ReportReplicaFailure answer)."""
+        rec = BucketRecord.from_wire(doc)
+        old = self._cache.get(rec.name)
+        if old is None or old.record.version <= rec.version:
+            if old is None or old.record.version != rec.version:
+                log.info("event=bucket_record bucket=%s version=%d epoch=%d replicas=%s", rec.name, rec.version,
+                         rec.epoch, ",".join(r.node_id for r in rec.replicas))
+            self._cache[rec.name] = _Cached(rec, self._clock())
+            return rec
+        return old.record
+
     def invalidate(self, name: str) -> None:
         self._cache.pop(name, None)
 

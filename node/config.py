@@ -56,6 +56,7 @@ class NodeConfig(DaemonConfig):
     key_cache_max_entries: int = 1024
     bucket_cache_ttl_s: float = 30.0
     heartbeat_interval_s: float = 2.0
+    repair_rate_bytes_per_s: float = 50.0 * 1024 * 1024  # replica syncs' copy rate (0: unthrottled)
 
     def validate(self) -> None:
         super().validate()
@@ -85,6 +86,8 @@ class NodeConfig(DaemonConfig):
             raise ValueError("key_cache_max_entries must be >= 1")
         if self.heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be > 0")
+        if self.repair_rate_bytes_per_s < 0:
+            raise ValueError("repair_rate_bytes_per_s must be >= 0")
 
     @property
     def advertised_host(self) -> str:

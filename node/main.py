@@ -24,6 +24,7 @@ from node.keycache import BucketKeyCache, kms_unwrapper
 from node.membership import Membership
 from node.metrics import NodeMetrics, free_bytes
 from node.objects import ObjectService
+from node.repair import Repairer
 from node.replica import ReplicaService
 from node.service import ACL, NodeHandlers
 from node.store import ObjectStore
@@ -64,14 +65,23 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
             keys = BucketKeyCache(kms_unwrapper(kms), ttl_s=cfg.key_cache_ttl_s,
                                   max_entries=cfg.key_cache_max_entries, registry=metrics.registry)
             buckets = BucketCache(coordinator_fetch(coordinator), ttl_s=cfg.bucket_cache_ttl_s)
+            async def report(bucket: str, epoch: int, node_id: str) -> dict:
+                r = await coordinator.call("ReportReplicaFailure", {"name": bucket, "epoch": epoch, "node_id": node_id})
+                return r["bucket"]
+
+            peer_client = lambda r: pool.client(r.host, r.port, r.node_id)  # noqa: E731
             objects = ObjectService(node_id=cfg.node_id, store=store, buckets=buckets, keys=keys,
-                                    peer_client=lambda r: pool.client(r.host, r.port, r.node_id),
-                                    chunk_bytes=cfg.chunk_bytes, metrics=node_metrics, clock=clock)
+                                    peer_client=peer_client, chunk_bytes=cfg.chunk_bytes, metrics=node_metrics,
+                                    clock=clock, report=report)
             replicas = ReplicaService(node_id=cfg.node_id, store=store, buckets=buckets, metrics=node_metrics)
-            server = RpcServer(NodeHandlers(objects, replicas).handlers(), acl=ACL,
+            repairer = Repairer(node_id=cfg.node_id, store=store, buckets=buckets, objects=objects,
+                                peer_client=peer_client, metrics=node_metrics,
+                                rate_bytes_per_s=cfg.repair_rate_bytes_per_s)
+            server = RpcServer(NodeHandlers(objects, replicas, repairer).handlers(), acl=ACL,
                                ssl_context=cfg.tls.server_context(), name="node", observe=metrics.observe_rpc,
                                default_timeout_s=cfg.rpc_timeout_s)
             async with trio.open_nursery() as nursery:
+                await nursery.start(repairer.run)
                 rpc = await nursery.start(server.serve, cfg.listen.host, cfg.listen.port)
                 m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
                 life.on_shutdown(server.shutdown)

@@ -40,6 +40,13 @@ class NodeMetrics:
                                "Bytes this node may still use: min(capacity - used, free space on the disk).",
                                registry=reg)
         self.objects = Gauge("onezone_node_objects", "Objects in this node's index.", registry=reg)
+        self.repair_running = Gauge("onezone_node_repair_running", "Replica syncs (repairs) in progress.",
+                                    registry=reg)
+        self.repair_keys = Counter("onezone_node_repair_keys", "Keys compared by replica syncs.", registry=reg)
+        self.repair_bytes = Counter("onezone_node_repair_bytes", "Sealed bytes copied to replicas by syncs "
+                                    "and read repairs.", registry=reg)
+        self.repair_failures = Counter("onezone_node_repair_failures", "Replica syncs that stopped on an error.",
+                                       registry=reg)
 
     def bind_store(self, *, used: Callable[[], int], free: Callable[[], int], objects: Callable[[], int]) -> None:
         self.disk_used.set_function(used)

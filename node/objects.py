@@ -128,7 +128,8 @@ class ObjectService:
     def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, keys: BucketKeyCache,
                  peer_client: Callable[[Replica], Any], chunk_bytes: int, metrics: NodeMetrics,
                  clock: Callable[[], float] = time.time,
-                 token_bytes: Callable[[int], bytes] = secrets.token_bytes, window: int = 2) -> None:
+                 token_bytes: Callable[[int], bytes] = secrets.token_bytes, window: int = 2,
+                 report: Callable[[str, int, str], Any] | None = None) -> None:
         self.node_id = node_id
         self._store = store
         self._buckets = buckets
@@ -140,6 +141,9 @@ class ObjectService:
         self._token_bytes = token_bytes
         self._window = window
         self._locks = KeyLocks()
+        self._report = report
+        self.inflight: dict[bytes, list[int]] = {}  # bucket id -> epochs of the writes in flight
+        self.key_locks = self._locks  # node.repair copies a key under the writers' lock
 
     # -- bucket records ------------------------------------------------------------------------
     async def _record(self, bucket: str, bucket_version: int, *, primary: bool) -> BucketRecord:
@@ -151,6 +155,29 @@ class ObjectService:
             raise InvalidRequest(f"{self.node_id} is not the primary of {bucket} ({rec.primary.node_id} is)",
                                  kind="NotPrimary")
         return rec
+
+    async def _report_failure(self, rec: BucketRecord, node_id: str, exc: RpcError) -> BucketRecord | None:
+        """Report a failed replica to the coordinator; the new record if it left the set (the
+        write goes on without it), else None. A replica that refused our epoch is not reported:
+        our view is the stale one."""
+        if exc.kind == "StaleEpoch" or self._report is None:
+            self._buckets.invalidate(rec.name)
+            return None
+        try:
+            new = self._buckets.put(await self._report(rec.name, rec.epoch, node_id))
+        except RpcError as err:
+            log.warning("event=replica_report_refused bucket=%s node=%s kind=%s error=%s", rec.name, node_id,
+                        err.kind, err.message)
+            return None
+        if new.has_replica(node_id) or new.primary.node_id != self.node_id:
+            return None
+        log.warning("event=replica_excluded bucket=%s node=%s epoch=%d", rec.name, node_id, new.epoch)
+        return new
+
+    async def wait_writes_before(self, bucket_id: bytes, epoch: int) -> None:
+        """Wait until no write started under an epoch older than ``epoch`` is in flight."""
+        while any(e < epoch for e in self.inflight.get(bucket_id, ())):
+            await trio.sleep(0.01)
 
     async def _bucket_key(self, rec: BucketRecord, gen: int) -> bytes:
         entry = rec.key(gen)
@@ -202,15 +229,22 @@ class ObjectService:
             job.checksum = new_checksum(user["checksum_algorithm"])
         write_scope = trio.CancelScope()
 
-        def on_replica_failure() -> None:
+        async def on_replica_failure(node_id: str, exc: RpcError) -> bool:
             self._metrics.replication_failures.inc()
+            new = await self._report_failure(job.record, node_id, exc)
+            if new is not None:
+                job.record = new  # the write completes on the rest, under the new epoch
+                return True
             if not job.committing:
                 write_scope.cancel()  # stop reading a body that can no longer be stored
+            return False
 
         peers = [(p.node_id, self._peer_client(p)) for p in rec.peers(self.node_id)]
         fan = Fanout(peers, {"bucket_id": rec.bucket_id, "bucket": rec.name, "epoch": rec.epoch, "meta": start},
                      window=self._window, request_id=request_id, on_failure=on_replica_failure)
         error: RpcError | None = None
+        inflight = self.inflight.setdefault(rec.bucket_id, [])
+        inflight.append(rec.epoch)
         try:
             async with trio.open_nursery() as nursery:
                 fan.start(nursery)
@@ -229,6 +263,7 @@ class ObjectService:
                                         kind="StorageError")
                     nursery.cancel_scope.cancel()
         finally:
+            inflight.remove(rec.epoch)
             if not job.committed:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(job.incoming.abort)
@@ -268,6 +303,7 @@ class ObjectService:
             trailer = {"size": job.size, "etag": manifest["etag"], "chunks": cutter.chunks}
             if checksum_value is not None:
                 trailer["checksum_value"] = checksum_value
+            trailer["epoch"] = job.record.epoch
             job.committing = True
             result: list[bytes | None] = []
 
@@ -409,7 +445,8 @@ class ObjectService:
                 self._metrics.replication_failures.inc()
                 log.warning("event=replication_failed op=delete peer=%s kind=%s error=%s", peer.node_id,
                             exc.kind, exc.message)
-                failures.append(f"{peer.node_id}: {exc.message}")
+                if await self._report_failure(rec, peer.node_id, exc) is None:
+                    failures.append(f"{peer.node_id}: {exc.message}")
 
         async with self._locks.hold(rec.bucket_id, key):
             async with trio.open_nursery() as nursery:

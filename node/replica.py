@@ -10,7 +10,9 @@ breaks off, or is malformed leaves nothing behind.
 Calls are accepted only from the bucket's current primary, for a bucket id that matches the
 record (a recreated bucket has a new id), at an epoch no older than the record's
 (``Conflict`` kind ``StaleEpoch``); the record is refetched once when the caller's view looks
-newer than ours.
+newer than ours. A write is fenced twice: when it starts and when its trailer arrives (the
+trailer carries the primary's epoch at commit time, which may be newer than the start's if a
+replica failed meanwhile and left the set).
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ class ReplicaService:
             except StreamError as exc:
                 raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
             manifest = self._replica_manifest(start, trailer, parser)
+            t_epoch = trailer.get("epoch", epoch)
+            if isinstance(t_epoch, bool) or not isinstance(t_epoch, int):
+                raise InvalidRequest("the trailer's epoch must be an integer", kind="InvalidChunkStream")
+            await self._record_for_replica(bucket, bucket_id, max(t_epoch, epoch), caller)  # fenced again
             if incoming.inline:
                 incoming.publish()
             else:
@@ -109,6 +115,14 @@ class ReplicaService:
                 or len(etag) > 128 or not (checksum_value is None or isinstance(checksum_value, str)):
             raise InvalidRequest("the replica stream trailer does not match its chunks", kind="InvalidChunkStream")
         return finish_manifest(start, size=size, etag=etag, chunks=chunks, checksum_value=checksum_value)
+
+    async def replica_list(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, start_after: str,
+                           limit: int) -> dict[str, Any]:
+        """(key, object id) pairs of this replica's copy, in key order: what ``node.repair`` compares."""
+        await self._record_for_replica(bucket, bucket_id, epoch, caller)
+        rows, truncated = await trio.to_thread.run_sync(
+            lambda: self._store.list(bucket_id, start_after=start_after, limit=limit))
+        return {"entries": [[r.key, r.object_id] for r in rows], "truncated": truncated}
 
     async def replica_delete(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int,
                              key: str) -> dict[str, Any]:
