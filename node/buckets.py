@@ -171,6 +171,10 @@ class BucketCache:
             return rec
         return old.record
 
+    def by_id(self, bucket_id: bytes) -> BucketRecord | None:
+        """A cached record with this bucket id (the scrubber knows only ids), or None."""
+        return next((c.record for c in self._cache.values() if c.record.bucket_id == bucket_id), None)
+
     def invalidate(self, name: str) -> None:
         self._cache.pop(name, None)
 

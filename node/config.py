@@ -57,6 +57,8 @@ class NodeConfig(DaemonConfig):
     bucket_cache_ttl_s: float = 30.0
     heartbeat_interval_s: float = 2.0
     repair_rate_bytes_per_s: float = 50.0 * 1024 * 1024  # replica syncs' copy rate (0: unthrottled)
+    scrub_rate_bytes_per_s: float = 4.0 * 1024 * 1024  # background verification rate (0: no scrubbing)
+    scrub_pause_s: float = 60.0  # rest between two full passes
 
     def validate(self) -> None:
         super().validate()
@@ -86,8 +88,8 @@ class NodeConfig(DaemonConfig):
             raise ValueError("key_cache_max_entries must be >= 1")
         if self.heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be > 0")
-        if self.repair_rate_bytes_per_s < 0:
-            raise ValueError("repair_rate_bytes_per_s must be >= 0")
+        if self.repair_rate_bytes_per_s < 0 or self.scrub_rate_bytes_per_s < 0 or self.scrub_pause_s < 0:
+            raise ValueError("repair_rate_bytes_per_s, scrub_rate_bytes_per_s and scrub_pause_s must be >= 0")
 
     @property
     def advertised_host(self) -> str:

@@ -25,6 +25,7 @@ from node.membership import Membership
 from node.metrics import NodeMetrics, free_bytes
 from node.objects import ObjectService
 from node.repair import Repairer
+from node.scrub import Scrubber
 from node.replica import ReplicaService
 from node.service import ACL, NodeHandlers
 from node.store import ObjectStore
@@ -77,11 +78,16 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
             repairer = Repairer(node_id=cfg.node_id, store=store, buckets=buckets, objects=objects,
                                 peer_client=peer_client, metrics=node_metrics,
                                 rate_bytes_per_s=cfg.repair_rate_bytes_per_s)
+            objects.read_repair = repairer.repair_object
+            scrubber = Scrubber(store, buckets, repairer, node_metrics, rate_bytes_per_s=cfg.scrub_rate_bytes_per_s,
+                                pause_s=cfg.scrub_pause_s)
             server = RpcServer(NodeHandlers(objects, replicas, repairer).handlers(), acl=ACL,
                                ssl_context=cfg.tls.server_context(), name="node", observe=metrics.observe_rpc,
                                default_timeout_s=cfg.rpc_timeout_s)
             async with trio.open_nursery() as nursery:
                 await nursery.start(repairer.run)
+                if cfg.scrub_rate_bytes_per_s > 0:
+                    nursery.start_soon(scrubber.run)
                 rpc = await nursery.start(server.serve, cfg.listen.host, cfg.listen.port)
                 m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
                 life.on_shutdown(server.shutdown)

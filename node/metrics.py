@@ -45,6 +45,11 @@ class NodeMetrics:
         self.repair_keys = Counter("onezone_node_repair_keys", "Keys compared by replica syncs.", registry=reg)
         self.repair_bytes = Counter("onezone_node_repair_bytes", "Sealed bytes copied to replicas by syncs "
                                     "and read repairs.", registry=reg)
+        self.read_repairs = Counter("onezone_node_read_repairs", "Damaged local copies replaced with a "
+                                    "replica's (on read or by the scrubber).", registry=reg)
+        self.scrub_bytes = Counter("onezone_node_scrub_bytes", "Bytes the scrubber verified.", registry=reg)
+        self.scrub_bad = Counter("onezone_node_scrub_bad_extents", "Object versions whose stored bytes failed "
+                                 "their crc32 in the scrubber.", registry=reg)
         self.repair_failures = Counter("onezone_node_repair_failures", "Replica syncs that stopped on an error.",
                                        registry=reg)
 

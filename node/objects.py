@@ -144,6 +144,7 @@ class ObjectService:
         self._report = report
         self.inflight: dict[bytes, list[int]] = {}  # bucket id -> epochs of the writes in flight
         self.key_locks = self._locks  # node.repair copies a key under the writers' lock
+        self.read_repair: Callable[[BucketRecord, str, bytes], Any] | None = None  # set by node.main
 
     # -- bucket records ------------------------------------------------------------------------
     async def _record(self, bucket: str, bucket_version: int, *, primary: bool) -> BucketRecord:
@@ -353,9 +354,21 @@ class ObjectService:
         """Returns (public meta, plaintext stream of the object or of the inclusive range).
 
         The first chunk needed is read and verified before returning, so a corrupt object
-        fails the call itself (IntegrityError) rather than its stream.
+        fails the call itself (IntegrityError) rather than its stream. Read repair: when the
+        local copy is damaged, ``read_repair`` fetches a good one from another replica, and the
+        read is served from the repaired copy (never from bad bytes).
         """
         rec = await self._record(bucket, bucket_version, primary=False)
+        try:
+            return await self._get(rec, bucket, key, byte_range)
+        except IntegrityError:
+            row = await trio.to_thread.run_sync(self._store.get, rec.bucket_id, key)
+            if self.read_repair is None or row is None or not await self.read_repair(rec, key, row.object_id):
+                raise
+            return await self._get(rec, bucket, key, byte_range)
+
+    async def _get(self, rec: BucketRecord, bucket: str, key: str,
+                   byte_range: tuple[int, int] | None) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
         row, data = await trio.to_thread.run_sync(self._open_current, rec.bucket_id, key)
         if row is None:
             raise _no_such_key(key)

@@ -23,6 +23,7 @@ daemon's nursery, one per (bucket, target) at a time.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ from proto.errors import InvalidRequest, RpcError
 log = logging.getLogger(__name__)
 
 PAGE = 500
+MAX_REPAIR_BYTES = 64 * 1024 * 1024  # a damaged copy larger than this is reported, not repaired in memory
 PIECE_BYTES = 1024 * 1024
 _TRAILER_FIELDS = ("size", "etag", "chunks", "checksum_value")
 
@@ -143,6 +145,43 @@ class Repairer:
                 data.close()
 
         await client.call("ReplicaPut", {**base, "meta": replica_start(manifest)}, body=body())
+
+    async def repair_object(self, rec: BucketRecord, key: str, object_id: bytes) -> bool:
+        """Replace this node's damaged copy of one object version with a peer's (``ReplicaFetch``:
+        the same sealed bytes, checked against the crc32 recorded at write time). True if done."""
+        ext = await trio.to_thread.run_sync(self._store.locate, rec.bucket_id, object_id)
+        if ext is None:
+            return False
+        if ext.length > MAX_REPAIR_BYTES:
+            log.error("event=repair_skipped bucket=%s key=%r bytes=%d (too large for an in-memory repair)",
+                      rec.name, key, ext.length)
+            return False
+        for peer in rec.peers(self.node_id):
+            try:
+                async with self._peer_client(peer).stream("ReplicaFetch", {
+                        "bucket_id": rec.bucket_id, "bucket": rec.name, "key": key, "object_id": object_id}) as r:
+                    parts, n = [], 0
+                    async for piece in r.body:
+                        n += len(piece)
+                        if n > ext.length:
+                            raise InvalidRequest("the peer's copy is longer than ours", kind="IntegrityError")
+                        parts.append(piece)
+                data = b"".join(parts)
+            except RpcError as exc:
+                log.warning("event=repair_fetch_failed bucket=%s key=%r peer=%s kind=%s", rec.name, key,
+                            peer.node_id, exc.kind)
+                continue
+            if len(data) != ext.length or zlib.crc32(data) != ext.crc:
+                log.warning("event=repair_fetch_mismatch bucket=%s key=%r peer=%s", rec.name, key, peer.node_id)
+                continue
+            done = await trio.to_thread.run_sync(self._store.rewrite, rec.bucket_id, key, object_id, data)
+            self._metrics.repair_bytes.inc(len(data))
+            if done:
+                self._metrics.read_repairs.inc()
+                log.warning("event=object_repaired bucket=%s key=%r from=%s bytes=%d", rec.name, key,
+                            peer.node_id, len(data))
+            return done
+        return False
 
     async def _local_keys(self, rec: BucketRecord) -> AsyncIterator[tuple[str, bytes]]:
         after = ""

@@ -18,6 +18,7 @@ replica failed meanwhile and left the set).
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -28,7 +29,7 @@ from node.manifest import encode_manifest, finish_manifest
 from node.metrics import NodeMetrics
 from node.sealed_stream import SealedStreamParser, StreamError
 from node.store import ObjectStore
-from proto.errors import Conflict, InvalidRequest, NotFound
+from proto.errors import Conflict, IntegrityError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,31 @@ class ReplicaService:
         rows, truncated = await trio.to_thread.run_sync(
             lambda: self._store.list(bucket_id, start_after=start_after, limit=limit))
         return {"entries": [[r.key, r.object_id] for r in rows], "truncated": truncated}
+
+    async def replica_fetch(self, *, caller: str, bucket_id: bytes, bucket: str, key: str,
+                            object_id: bytes) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """The sealed bytes of one object version as stored here, for a peer's repair (any replica
+        of the bucket may ask). Streamed: {size, crc} then the bytes; NoSuchKey if this node no
+        longer has that version, IntegrityError if its own copy is bad too."""
+        rec = await self._buckets.get(bucket)
+        if rec.bucket_id != bucket_id or not rec.has_replica(caller) or not rec.has_replica(self.node_id):
+            rec = await self._buckets.refresh(bucket)
+        if rec.bucket_id != bucket_id or not rec.has_replica(caller) or not rec.has_replica(self.node_id):
+            raise InvalidRequest(f"{caller} and {self.node_id} are not both replicas of {bucket}", kind="NotReplica")
+        row = await trio.to_thread.run_sync(self._store.get, bucket_id, key)
+        ext = None if row is None or row.object_id != object_id else \
+            await trio.to_thread.run_sync(self._store.locate, bucket_id, object_id)
+        if ext is None:
+            raise NotFound(f"{self.node_id} does not hold that version of {key!r}", kind="NoSuchKey")
+        data = await trio.to_thread.run_sync(self._store.read_extent, ext)
+        if zlib.crc32(data) != ext.crc:
+            raise IntegrityError(f"the copy of {key!r} on {self.node_id} is damaged too", kind="IntegrityError")
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(0, len(data), 1024 * 1024):
+                yield data[i:i + 1024 * 1024]
+
+        return {"size": len(data), "crc": ext.crc}, body()
 
     async def replica_delete(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int,
                              key: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ ACL: dict[str, list[str]] = {
     "ReplicaPut": ["node-*"],
     "ReplicaDelete": ["node-*"],
     "ReplicaList": ["node-*"],
+    "ReplicaFetch": ["node-*"],
     "SyncReplica": ["coordinator", "admin"],
 }
 
@@ -45,6 +46,7 @@ _ARGS: dict[str, frozenset[str]] = {
     "ReplicaDelete": frozenset({"bucket_id", "bucket", "epoch", "key"}),
     "ReplicaList": frozenset({"bucket_id", "bucket", "epoch", "start_after", "limit"}),
     "SyncReplica": frozenset({"bucket", "epoch", "target"}),
+    "ReplicaFetch": frozenset({"bucket_id", "bucket", "key", "object_id"}),
 }
 
 
@@ -110,6 +112,7 @@ class NodeHandlers:
             "DeleteObject": self.delete_object, "ListObjects": self.list_objects,
             "ReplicaPut": self.replica_put, "ReplicaDelete": self.replica_delete,
             "ReplicaList": self.replica_list, "SyncReplica": self.sync_replica,
+            "ReplicaFetch": self.replica_fetch,
         }
         return table
 
@@ -184,3 +187,13 @@ class NodeHandlers:
             raise _invalid("this node does not run repairs")
         return await self._repairer.start_sync(_bucket(a), _int(a, "epoch"),
                                                _str(a, "target", max_bytes=MAX_BUCKET_NAME))
+
+    async def replica_fetch(self, call: Call) -> Streamed:
+        a = self._begin(call)
+        object_id = a.get("object_id")
+        if not isinstance(object_id, bytes) or len(object_id) != 16:
+            raise _invalid("object_id must be 16 bytes")
+        meta, body = await self._replicas.replica_fetch(caller=call.principal, bucket_id=_bucket_id(a),
+                                                        bucket=_bucket(a), key=check_key(a.get("key")),
+                                                        object_id=object_id)
+        return Streamed(meta, body)
