@@ -59,6 +59,9 @@ class NodeConfig(DaemonConfig):
     repair_rate_bytes_per_s: float = 50.0 * 1024 * 1024  # replica syncs' copy rate (0: unthrottled)
     scrub_rate_bytes_per_s: float = 4.0 * 1024 * 1024  # background verification rate (0: no scrubbing)
     scrub_pause_s: float = 60.0  # rest between two full passes
+    compact_interval_s: float = 30.0  # how often compaction looks for segments to reclaim
+    compact_min_garbage_ratio: float = 0.5  # compact a closed log segment once this share is dead
+    compact_rate_bytes_per_s: float = 20.0 * 1024 * 1024  # live bytes moved per second at most
 
     def validate(self) -> None:
         super().validate()
@@ -90,6 +93,10 @@ class NodeConfig(DaemonConfig):
             raise ValueError("heartbeat_interval_s must be > 0")
         if self.repair_rate_bytes_per_s < 0 or self.scrub_rate_bytes_per_s < 0 or self.scrub_pause_s < 0:
             raise ValueError("repair_rate_bytes_per_s, scrub_rate_bytes_per_s and scrub_pause_s must be >= 0")
+        if self.compact_interval_s <= 0 or not 0 < self.compact_min_garbage_ratio <= 1 \
+                or self.compact_rate_bytes_per_s < 0:
+            raise ValueError("compact_interval_s must be > 0, compact_min_garbage_ratio in (0, 1], "
+                             "compact_rate_bytes_per_s >= 0")
 
     @property
     def advertised_host(self) -> str:

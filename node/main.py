@@ -19,6 +19,7 @@ from collections.abc import Callable
 import trio
 
 from node.buckets import BucketCache, coordinator_fetch
+from node.compaction import Compactor
 from node.config import NodeConfig
 from node.keycache import BucketKeyCache, kms_unwrapper
 from node.membership import Membership
@@ -88,6 +89,9 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
                 await nursery.start(repairer.run)
                 if cfg.scrub_rate_bytes_per_s > 0:
                     nursery.start_soon(scrubber.run)
+                nursery.start_soon(Compactor(store, interval_s=cfg.compact_interval_s,
+                                             min_garbage_ratio=cfg.compact_min_garbage_ratio,
+                                             rate_bytes_per_s=cfg.compact_rate_bytes_per_s).run)
                 rpc = await nursery.start(server.serve, cfg.listen.host, cfg.listen.port)
                 m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
                 life.on_shutdown(server.shutdown)

@@ -444,6 +444,30 @@ class ObjectStore:
                 out.append(ext)
         return out
 
+    def extents_in(self, seq: int) -> list[Extent]:
+        """The live extents stored in segment ``seq`` (compaction's work list)."""
+        with self._rlock:
+            rows = self._rdb.execute("SELECT bucket_id, object_id FROM extents WHERE seq = ?", (seq,)).fetchall()
+        return [e for e in (self.locate(bytes(b), bytes(o)) for b, o in rows) if e is not None]
+
+    def drop_segment(self, seq: int) -> int:
+        """Delete closed log segment ``seq`` once no extent is in it; its size, or 0 if it is still
+        used (or active). The index is checkpointed first (fsynced): it must not need the segment."""
+        if seq >= self.log.position[0]:
+            return 0
+        with self._dblock:
+            if self._db.execute("SELECT 1 FROM extents WHERE seq = ? LIMIT 1", (seq,)).fetchone():
+                return 0
+            self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        path = self.segment_path(seq, KIND_LOG)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        self._unlink_segment(path)
+        fsync_dir(self.segments_dir)
+        return size
+
     def key_of(self, bucket_id: bytes, object_id: bytes) -> str | None:
         with self._rlock:
             row = self._rdb.execute("SELECT key FROM objects WHERE bucket_id = ? AND object_id = ?",
