@@ -172,6 +172,41 @@ class Catalog:
             raise Unavailable(f"zone {zone} has {exc.have} live node(s) with free space; "
                               f"{exc.need} are needed", kind="InsufficientCapacity") from None
 
+    async def change_bucket(self, name: str,
+                            change: Callable[[BucketRecord], BucketRecord | None]) -> tuple[BucketRecord, bool]:
+        """Apply ``change`` (pure: the record -> the new record, or None for no change) under the
+        catalog lock and store the result with a version compare-and-swap (``version`` is bumped
+        here). Returns (the current record, whether it changed). Used by
+        ``coordinator.replica_sets`` for epochs."""
+        async with self._lock:
+            record = await self.get_bucket(name)
+            updated = change(record)
+            if updated is None:
+                return record, False
+            updated = replace(updated, version=record.version + 1)
+            try:
+                await trio.to_thread.run_sync(
+                    lambda: self._store.update_bucket(updated, expected_version=record.version))
+            except NoSuchRow:
+                raise NotFound(f"the bucket {name} does not exist", kind="NoSuchBucket") from None
+            except VersionMismatch as exc:
+                raise Conflict(f"concurrent update of bucket {name}: {exc}",
+                               kind="OperationAborted", retryable=True) from None
+        return updated, True
+
+    def place_extra(self, name: str, zone: str, exclude: tuple[str, ...]) -> str | None:
+        """A live node of ``zone`` with free space, not in ``exclude``, by rendezvous order; or None."""
+        views = self._membership.view(self._clock(), zone=zone)
+        spare = [c for c in placement.candidates(views, zone) if c.node_id not in exclude]
+        if not spare:
+            return None
+        return placement.place(name, spare, 1)[0]
+
+    def placeable(self, zone: str, node_id: str) -> bool:
+        """Whether ``node_id`` is a live node of ``zone`` with free space."""
+        views = self._membership.view(self._clock(), zone=zone)
+        return any(c.node_id == node_id for c in placement.candidates(views, zone))
+
     async def delete_bucket(self, name: str) -> None:
         async with self._lock:
             try:

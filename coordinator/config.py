@@ -33,6 +33,7 @@ class CoordinatorConfig(DaemonConfig):
     kms: Endpoint
     zones: list[str] = field(default_factory=list)
     replicas: int = 3
+    min_replicas: int = 2  # a failed replica leaves its set only while this many copies remain
     heartbeat_interval_s: float = 2.0
     suspect_after_s: float = 6.0
     down_after_s: float = 15.0
@@ -53,6 +54,8 @@ class CoordinatorConfig(DaemonConfig):
             raise ValueError("zones: duplicate zone id")
         if not 1 <= self.replicas <= 16:
             raise ValueError("replicas must be between 1 and 16")
+        if not 1 <= self.min_replicas <= 16:
+            raise ValueError("min_replicas must be between 1 and 16 (1: the operator allows single copies)")
         if not 0 < self.heartbeat_interval_s < self.suspect_after_s < self.down_after_s:
             raise ValueError("need 0 < heartbeat_interval_s < suspect_after_s < down_after_s")
         if self.iam_secret_cache_s < 0:

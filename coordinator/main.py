@@ -31,6 +31,7 @@ from coordinator.lifecycle_service import LIFECYCLE_ACL, LifecycleService
 from coordinator.membership import Membership
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.nodes import NodeRegistry
+from coordinator.replica_sets import ReplicaSets
 from coordinator.service import ACL, CoordinatorService
 from coordinator.store import SqliteStore, StoreError
 from proto.config import ConfigError, load_config_file
@@ -131,8 +132,15 @@ async def serve(
             await catalog.refresh_counts()
             iam = Iam(store=store, kms=kms, account_id=cfg.account_id, clock=clock,
                       secret_cache_s=cfg.iam_secret_cache_s, rng=rng)
+            async def notify_sync(bucket: dict, node_id: str) -> None:
+                primary = bucket["replicas"][0]
+                await pool.client(primary["host"], primary["port"], primary["node_id"]).call(
+                    "SyncReplica", {"bucket": bucket["name"], "epoch": bucket["epoch"], "target": node_id})
+
+            replica_sets = ReplicaSets(catalog, replicas=cfg.replicas, min_replicas=cfg.min_replicas,
+                                       notify=notify_sync)
             service = CoordinatorService(nodes=nodes, catalog=catalog, iam=iam,
-                                         heartbeat_interval_s=cfg.heartbeat_interval_s)
+                                         heartbeat_interval_s=cfg.heartbeat_interval_s, replica_sets=replica_sets)
             entities = IamEntityService(IamEntities(store=store, account_id=cfg.account_id, clock=clock, rng=rng))
             life_service = LifecycleService(lifecycle, catalog.zones)
             server = RpcServer({**service.handlers(), **entities.handlers(), **life_service.handlers()},

@@ -15,6 +15,7 @@ from typing import Any
 from coordinator.catalog import Catalog
 from coordinator.iam import Iam
 from coordinator.nodes import NodeRegistry
+from coordinator.replica_sets import ReplicaSets
 from proto.config import Endpoint
 from proto.errors import AccessDenied, InvalidRequest
 from proto.names import InvalidName, validate_iam_user_name, validate_zone_id
@@ -32,6 +33,8 @@ ACL: dict[str, tuple[str, ...]] = {
     "ListBuckets": _ADMINS,
     "DeleteBucket": _ADMINS,
     "PutBucketEncryption": _ADMINS,
+    "ReportReplicaFailure": (_NODES,),
+    "AddReplica": ("admin",),
     "CreateUser": _ADMINS,
     "GetUser": _ADMINS,
     "ListUsers": _ADMINS,
@@ -94,7 +97,8 @@ class _Args:
 
 class CoordinatorService:
     def __init__(self, *, nodes: NodeRegistry, catalog: Catalog, iam: Iam,
-                 heartbeat_interval_s: float) -> None:
+                 heartbeat_interval_s: float, replica_sets: ReplicaSets | None = None) -> None:
+        self._replica_sets = replica_sets
         self._nodes = nodes
         self._catalog = catalog
         self._iam = iam
@@ -171,6 +175,23 @@ class CoordinatorService:
         a.bool("bucket_key_enabled")  # bucket keys are always on for directory buckets
         record = await self._catalog.put_bucket_encryption(name, algorithm, kms_key_id)
         return {"bucket": self._catalog.to_wire(record)}
+
+    # -- replica sets (coordinator/replica_sets.py) ----------------------------------------
+    def _sets(self) -> ReplicaSets:
+        if self._replica_sets is None:
+            raise InvalidRequest("replica-set changes are not enabled", kind="InvalidArgument")
+        return self._replica_sets
+
+    async def ReportReplicaFailure(self, call: Call) -> dict[str, Any]:
+        a = _Args(call, "InvalidArgument", required=("name", "epoch", "node_id"))
+        record = await self._sets().report_failure(reporter=call.principal, name=a.str("name", max_len=255),
+                                                   epoch=a.int("epoch"), node_id=a.str("node_id", max_len=128))
+        return {"bucket": record}
+
+    async def AddReplica(self, call: Call) -> dict[str, Any]:
+        a = _Args(call, "InvalidArgument", required=("name",), optional=("node_id",))
+        record = await self._sets().add_replica(name=a.str("name", max_len=255), node_id=a.str("node_id", max_len=128))
+        return {"bucket": record}
 
     # -- IAM -------------------------------------------------------------------------------
     def _user(self, a: _Args, name: str = "user_name") -> str:

@@ -36,6 +36,7 @@ META_FIELDS = {"content-type": "content_type", "cache-control": "cache_control",
                "content-disposition": "content_disposition", "content-language": "content_language",
                "expires": "expires"}
 MAX_USER_META_BYTES = 2048
+SMALL_GET_BYTES = 1024 * 1024  # GetObject reads objects up to this size in its one node call
 UNSUPPORTED_PUT_HEADERS = {
     "x-amz-tagging": "Object tagging is not supported for directory buckets.",
     "x-amz-object-lock-mode": "Object Lock is not supported for directory buckets.",
@@ -317,8 +318,12 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     check_session_kms(req, ident, record, now)
     base = {"bucket": bucket, "key": key, "bucket_version": record["version"]}
     resource = f"/{bucket}/{key}"
+    small: bytes | None = None  # a small object's whole body, read within the one GetObject call
     try:
-        meta = (await backend.node_call(record, "HeadObject", base, any_replica=True))["meta"]
+        if head:
+            meta = (await backend.node_call(record, "HeadObject", base, any_replica=True))["meta"]
+        else:
+            meta, small = await _get_small(backend, record, base)
     except rpc_errors.NotFound as exc:
         if exc.kind == "NoSuchBucket":
             raise S3Error("NoSuchBucket", resource="/" + bucket) from None
@@ -340,6 +345,8 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     code = 200 if rng is None else 206
     if head or length == 0:
         return HttpResponse(code, headers, b"", content_length=length)
+    if small is not None:
+        return HttpResponse(code, headers, small if rng is None else small[rng[0]:rng[1] + 1], content_length=length)
     args = dict(base)
     if rng is not None:
         args["range"] = [rng[0], rng[1]]
@@ -365,6 +372,27 @@ def _part_range(meta: dict[str, Any], query: dict[str, str]) -> tuple[int, int] 
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
     first = sum(p[0] for p in parts[: n - 1])
     return first, first + parts[n - 1][0] - 1
+
+
+async def _get_small(backend: Backend, record: dict[str, Any], args: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    """One GetObject call (any replica that answers): the meta, and the whole body if the object
+    is at most SMALL_GET_BYTES (memory stays bounded); a larger one is streamed by a second call
+    once the headers are known (``_stream_object``: it checks the ETag did not change)."""
+    last: rpc_errors.RpcError | None = None
+    for replica in record["replicas"]:
+        try:
+            async with backend.node(replica).stream("GetObject", args, timeout_s=backend.timeout_s) as reply:
+                meta = reply.result["meta"]
+                if meta["size"] > SMALL_GET_BYTES:
+                    return meta, None  # leaving the call early cancels the rest of its stream
+                parts = [piece async for piece in reply.body]
+            data = b"".join(parts)
+            if len(data) != meta["size"]:
+                raise rpc_errors.Unavailable("short object stream from the node")
+            return meta, data
+        except rpc_errors.Unavailable as exc:
+            last = exc
+    raise last if last is not None else rpc_errors.Unavailable("bucket has no replicas")
 
 
 async def _stream_object(node, args: dict[str, Any], etag: str, length: int, timeout_s: float) -> AsyncIterator[bytes]:

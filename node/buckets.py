@@ -180,6 +180,22 @@ class BucketCache:
             self._cache.popitem(last=False)
         return rec
 
+    def put(self, doc: Any) -> BucketRecord:
+        """Cache a record the caller got from the coordinator (e.g. a ReportReplicaFailure answer)."""
+        rec = BucketRecord.from_wire(doc)
+        old = self._cache.get(rec.name)
+        if old is None or old.record.version <= rec.version:
+            if old is None or old.record.version != rec.version:
+                log.info("event=bucket_record bucket=%s version=%d epoch=%d replicas=%s", rec.name, rec.version,
+                         rec.epoch, ",".join(r.node_id for r in rec.replicas))
+            self._cache[rec.name] = _Cached(rec, self._clock())
+            return rec
+        return old.record
+
+    def by_id(self, bucket_id: bytes) -> BucketRecord | None:
+        """A cached record with this bucket id (the scrubber knows only ids), or None."""
+        return next((c.record for c in self._cache.values() if c.record.bucket_id == bucket_id), None)
+
     def invalidate(self, name: str) -> None:
         self._cache.pop(name, None)
 

@@ -62,6 +62,12 @@ class NodeConfig(DaemonConfig):
     coordinator_max_stale_s: float = 600.0
     """While the coordinator is unreachable, cached bucket records serve this long past their TTL."""
     heartbeat_interval_s: float = 2.0
+    repair_rate_bytes_per_s: float = 50.0 * 1024 * 1024  # replica syncs' copy rate (0: unthrottled)
+    scrub_rate_bytes_per_s: float = 4.0 * 1024 * 1024  # background verification rate (0: no scrubbing)
+    scrub_pause_s: float = 60.0  # rest between two full passes
+    compact_interval_s: float = 30.0  # how often compaction looks for segments to reclaim
+    compact_min_garbage_ratio: float = 0.5  # compact a closed log segment once this share is dead
+    compact_rate_bytes_per_s: float = 20.0 * 1024 * 1024  # live bytes moved per second at most
 
     def validate(self) -> None:
         super().validate()
@@ -93,6 +99,12 @@ class NodeConfig(DaemonConfig):
             raise ValueError("key_cache_max_entries must be >= 1")
         if self.heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be > 0")
+        if self.repair_rate_bytes_per_s < 0 or self.scrub_rate_bytes_per_s < 0 or self.scrub_pause_s < 0:
+            raise ValueError("repair_rate_bytes_per_s, scrub_rate_bytes_per_s and scrub_pause_s must be >= 0")
+        if self.compact_interval_s <= 0 or not 0 < self.compact_min_garbage_ratio <= 1 \
+                or self.compact_rate_bytes_per_s < 0:
+            raise ValueError("compact_interval_s must be > 0, compact_min_garbage_ratio in (0, 1], "
+                             "compact_rate_bytes_per_s >= 0")
 
     @property
     def advertised_host(self) -> str:

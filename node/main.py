@@ -20,12 +20,15 @@ from collections.abc import Callable
 import trio
 
 from node.buckets import BucketCache, coordinator_fetch
+from node.compaction import Compactor
 from node.config import NodeConfig
 from node.keycache import BucketKeyCache, kms_unwrapper
 from node.keywatch import KeyStateWatcher
 from node.membership import Membership
 from node.metrics import NodeMetrics, free_bytes
 from node.objects import ObjectService
+from node.repair import Repairer
+from node.scrub import Scrubber
 from node.replica import ReplicaService
 from node.service import ACL, NodeHandlers
 from node.store import ObjectStore
@@ -70,14 +73,33 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
                                       grace_s=cfg.kms_outage_grace_s, registry=metrics.registry)
             buckets = BucketCache(coordinator_fetch(coordinator), ttl_s=cfg.bucket_cache_ttl_s,
                                   max_stale_s=cfg.coordinator_max_stale_s)
+
+            async def report(bucket: str, epoch: int, node_id: str) -> dict:
+                r = await coordinator.call("ReportReplicaFailure", {"name": bucket, "epoch": epoch, "node_id": node_id})
+                return r["bucket"]
+
+            peer_client = lambda r: pool.client(r.host, r.port, r.node_id)  # noqa: E731
             objects = ObjectService(node_id=cfg.node_id, store=store, buckets=buckets, keys=keys,
-                                    peer_client=lambda r: pool.client(r.host, r.port, r.node_id),
-                                    chunk_bytes=cfg.chunk_bytes, metrics=node_metrics, clock=clock)
+                                    peer_client=peer_client, chunk_bytes=cfg.chunk_bytes, metrics=node_metrics,
+                                    clock=clock, report=report)
             replicas = ReplicaService(node_id=cfg.node_id, store=store, buckets=buckets, metrics=node_metrics)
-            server = RpcServer(NodeHandlers(objects, replicas).handlers(), acl=ACL,
+            repairer = Repairer(node_id=cfg.node_id, store=store, buckets=buckets, objects=objects,
+                                peer_client=peer_client, metrics=node_metrics,
+                                rate_bytes_per_s=cfg.repair_rate_bytes_per_s)
+            objects.read_repair = repairer.repair_object
+            scrubber = Scrubber(store, buckets, repairer, node_metrics, rate_bytes_per_s=cfg.scrub_rate_bytes_per_s,
+                                pause_s=cfg.scrub_pause_s)
+            server = RpcServer(NodeHandlers(objects, replicas, repairer).handlers(), acl=ACL,
                                ssl_context=cfg.tls.server_context(), name="node", observe=metrics.observe_rpc,
                                default_timeout_s=cfg.rpc_timeout_s)
             async with trio.open_nursery() as nursery:
+                await nursery.start(repairer.run)
+                if cfg.scrub_rate_bytes_per_s > 0:
+                    nursery.start_soon(scrubber.run)
+                nursery.start_soon(Compactor(store, interval_s=cfg.compact_interval_s,
+                                             min_garbage_ratio=cfg.compact_min_garbage_ratio,
+                                             rate_bytes_per_s=cfg.compact_rate_bytes_per_s,
+                                             metrics=node_metrics).run)
                 rpc = await nursery.start(server.serve, cfg.listen.host, cfg.listen.port)
                 m = await nursery.start(serve_metrics, metrics, cfg.metrics_listen.host, cfg.metrics_listen.port)
                 life.on_shutdown(server.shutdown)
@@ -100,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "Run an onezone storage node: it stores the objects of the directory buckets placed "
             "on it, compressed and encrypted (AES-256-GCM under per-object keys derived from the "
             "bucket key, which the KMS unwraps and the node caches in memory only), in DATA_DIR "
-            "(an SQLite index plus one data file per object version), and replicates every write "
+            "(append-only segment files with group commit plus an SQLite index), and replicates every write "
             "to the bucket's other replicas before acknowledging it. It registers with the "
             "coordinator (retrying until it answers) and heartbeats. Prints 'READY {json}' once "
             "listening; SIGTERM drains and exits 0."),

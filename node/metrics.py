@@ -40,23 +40,23 @@ class NodeMetrics:
                                "Bytes this node may still use: min(capacity - used, free space on the disk).",
                                registry=reg)
         self.objects = Gauge("onezone_node_objects", "Objects in this node's index.", registry=reg)
-        # Background maintenance. The scrubber, the compactor and the repair loop increment these;
-        # until one runs on a node its series stay at 0 (documented in docs/metrics.md).
-        self.scrub_checked = Counter("onezone_node_scrub_chunks_checked", "Chunks verified by the scrubber.",
-                                     registry=reg)
-        self.scrub_errors = Counter("onezone_node_scrub_errors", "Bad chunks the scrubber found.", registry=reg)
-        self.scrub_last_completed = Gauge("onezone_node_scrub_last_completed_timestamp_seconds",
-                                          "Unix time the last full scrub pass ended (0: never).", registry=reg)
+        self.repair_running = Gauge("onezone_node_repair_running", "Replica syncs (repairs) in progress.",
+                                    registry=reg)
+        self.repair_keys = Counter("onezone_node_repair_keys", "Keys compared by replica syncs.", registry=reg)
+        self.repair_bytes = Counter("onezone_node_repair_bytes", "Sealed bytes copied to replicas by syncs "
+                                    "and read repairs.", registry=reg)
+        self.read_repairs = Counter("onezone_node_read_repairs", "Damaged local copies replaced with a "
+                                    "replica's (on read or by the scrubber).", registry=reg)
+        self.scrub_bytes = Counter("onezone_node_scrub_bytes", "Bytes the scrubber verified.", registry=reg)
+        self.scrub_bad = Counter("onezone_node_scrub_bad_extents", "Object versions whose stored bytes failed "
+                                 "their crc32 in the scrubber.", registry=reg)
+        self.repair_failures = Counter("onezone_node_repair_failures", "Replica syncs that stopped on an error.",
+                                       registry=reg)
         self.compaction_reclaimed = Counter("onezone_node_compaction_reclaimed_bytes",
                                             "Bytes of deleted or overwritten data reclaimed.", registry=reg)
         self.compaction_pending = Gauge("onezone_node_compaction_pending_bytes",
-                                        "Bytes of dead data waiting to be reclaimed.", registry=reg)
-        self.repair_done = Counter("onezone_node_repair_objects", "Objects re-copied from or to another replica, "
-                                   "by outcome.", ["outcome"], registry=reg)
-        self.repair_pending = Gauge("onezone_node_repair_pending_objects", "Objects waiting to be repaired.",
-                                    registry=reg)
-        for outcome in ("ok", "failed"):
-            self.repair_done.labels(outcome)
+                                        "Bytes of dead data in closed log segments, at the last compaction pass.",
+                                        registry=reg)
 
     def bind_store(self, *, used: Callable[[], int], free: Callable[[], int], objects: Callable[[], int]) -> None:
         self.disk_used.set_function(used)

@@ -11,9 +11,14 @@ Put (primary only)
 3. cut the plaintext body into ``chunk_bytes`` chunks; per chunk, in a worker thread: hash
    (MD5 for the ETag, the S3 checksum if one was asked for), seal, append locally; then queue
    the sealed bytes for every replica (backpressure: a few chunks in flight per replica);
-4. fsync and publish the local file; under the per-key lock, re-check the conditions
-   (authoritative), release the trailer to the replicas, wait for all of them to commit, then
-   commit the local index row; delete the previous version's data file.
+4. publish the local copy (a large one is fsynced now; a small one stays in memory); under the
+   per-key lock, re-check the conditions (authoritative), release the trailer to the
+   replicas and, at the same time, commit locally (``ObjectStore.commit``: the data and its
+   index record in the segment log, one group-committed fsync); answer once every replica and
+   the local store have committed; drop the previous version's extent.
+
+Small chunks (<= 64 KiB) are sealed in the event loop (microseconds of CPU, no file I/O):
+every thread hop costs more than the work on this path.
 
 Any failure before the local commit (body ended with an error, bad checksum, a replica down,
 condition failed, deadline) aborts everything: the replica bodies end with an error so the
@@ -71,6 +76,8 @@ from proto.errors import (
 log = logging.getLogger(__name__)
 
 OBJECT_ID_BYTES = 16
+INLINE_SEAL_BYTES = 64 * 1024  # chunks up to this size are sealed without a thread hop
+SEAL_OVERHEAD = 64             # chunk header + GCM tag, rounded up
 
 
 class KeyLocks:
@@ -121,7 +128,8 @@ class ObjectService:
     def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, keys: BucketKeyCache,
                  peer_client: Callable[[Replica], Any], chunk_bytes: int, metrics: NodeMetrics,
                  clock: Callable[[], float] = time.time,
-                 token_bytes: Callable[[int], bytes] = secrets.token_bytes, window: int = 2) -> None:
+                 token_bytes: Callable[[int], bytes] = secrets.token_bytes, window: int = 2,
+                 report: Callable[[str, int, str], Any] | None = None) -> None:
         self.node_id = node_id
         self._store = store
         self._buckets = buckets
@@ -133,6 +141,10 @@ class ObjectService:
         self._token_bytes = token_bytes
         self._window = window
         self._locks = KeyLocks()
+        self._report = report
+        self.inflight: dict[bytes, list[int]] = {}  # bucket id -> epochs of the writes in flight
+        self.key_locks = self._locks  # node.repair copies a key under the writers' lock
+        self.read_repair: Callable[[BucketRecord, str, bytes], Any] | None = None  # set by node.main
 
     # -- bucket records ------------------------------------------------------------------------
     async def _record(self, bucket: str, bucket_version: int, *, primary: bool) -> BucketRecord:
@@ -144,6 +156,29 @@ class ObjectService:
             raise InvalidRequest(f"{self.node_id} is not the primary of {bucket} ({rec.primary.node_id} is)",
                                  kind="NotPrimary")
         return rec
+
+    async def _report_failure(self, rec: BucketRecord, node_id: str, exc: RpcError) -> BucketRecord | None:
+        """Report a failed replica to the coordinator; the new record if it left the set (the
+        write goes on without it), else None. A replica that refused our epoch is not reported:
+        our view is the stale one."""
+        if exc.kind == "StaleEpoch" or self._report is None:
+            self._buckets.invalidate(rec.name)
+            return None
+        try:
+            new = self._buckets.put(await self._report(rec.name, rec.epoch, node_id))
+        except RpcError as err:
+            log.warning("event=replica_report_refused bucket=%s node=%s kind=%s error=%s", rec.name, node_id,
+                        err.kind, err.message)
+            return None
+        if new.has_replica(node_id) or new.primary.node_id != self.node_id:
+            return None
+        log.warning("event=replica_excluded bucket=%s node=%s epoch=%d", rec.name, node_id, new.epoch)
+        return new
+
+    async def wait_writes_before(self, bucket_id: bytes, epoch: int) -> None:
+        """Wait until no write started under an epoch older than ``epoch`` is in flight."""
+        while any(e < epoch for e in self.inflight.get(bucket_id, ())):
+            await trio.sleep(0.01)
 
     async def _bucket_key(self, rec: BucketRecord, gen: int) -> bytes:
         entry = rec.key(gen)
@@ -189,21 +224,28 @@ class ObjectService:
         start = start_manifest(key=key, user=user, object_id=object_id, key_gen=gen,
                                chunk_bytes=self._chunk_bytes, last_modified=self._clock(),
                                sse_algorithm=rec.sse_algorithm, kms_key_arn=key_arn)
-        incoming = await trio.to_thread.run_sync(self._store.create_incoming, rec.bucket_id, object_id)
+        incoming = self._store.create_incoming(rec.bucket_id, object_id)  # in memory: no I/O
         job = _Put(rec, key, object_id, object_key, incoming)
         if user.get("checksum_algorithm"):
             job.checksum = new_checksum(user["checksum_algorithm"])
         write_scope = trio.CancelScope()
 
-        def on_replica_failure() -> None:
+        async def on_replica_failure(node_id: str, exc: RpcError) -> bool:
             self._metrics.replication_failures.inc()
+            new = await self._report_failure(job.record, node_id, exc)
+            if new is not None:
+                job.record = new  # the write completes on the rest, under the new epoch
+                return True
             if not job.committing:
                 write_scope.cancel()  # stop reading a body that can no longer be stored
+            return False
 
         peers = [(p.node_id, self._peer_client(p)) for p in rec.peers(self.node_id)]
         fan = Fanout(peers, {"bucket_id": rec.bucket_id, "bucket": rec.name, "epoch": rec.epoch, "meta": start},
                      window=self._window, request_id=request_id, on_failure=on_replica_failure)
         error: RpcError | None = None
+        inflight = self.inflight.setdefault(rec.bucket_id, [])
+        inflight.append(rec.epoch)
         try:
             async with trio.open_nursery() as nursery:
                 fan.start(nursery)
@@ -222,6 +264,7 @@ class ObjectService:
                                         kind="StorageError")
                     nursery.cancel_scope.cancel()
         finally:
+            inflight.remove(rec.epoch)
             if not job.committed:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(job.incoming.abort)
@@ -242,11 +285,14 @@ class ObjectService:
             async for piece in body:
                 job.size += len(piece)
                 for chunk in cutter.feed(piece):
-                    await fan.send(await trio.to_thread.run_sync(self._seal_and_append, job, *chunk))
-        await fan.send(await trio.to_thread.run_sync(self._seal_and_append, job, *cutter.finish()))
+                    await fan.send(await self._seal(job, *chunk))
+        await fan.send(await self._seal(job, *cutter.finish()))
         fan.close_inputs()
         body_done = trio.current_time()
-        await trio.to_thread.run_sync(job.incoming.publish)
+        if job.incoming.inline:
+            job.incoming.publish()  # a small body stays in memory until the commit record
+        else:
+            await trio.to_thread.run_sync(job.incoming.publish)
         checksum_value = job.checksum.b64digest() if job.checksum is not None else None
         if expected_checksum is not None and expected_checksum != checksum_value:
             raise InvalidRequest("the body does not match meta.checksum_value", kind="BadDigest")
@@ -258,15 +304,31 @@ class ObjectService:
             trailer = {"size": job.size, "etag": manifest["etag"], "chunks": cutter.chunks}
             if checksum_value is not None:
                 trailer["checksum_value"] = checksum_value
+            trailer["epoch"] = job.record.epoch
             job.committing = True
-            await fan.commit(encode_trailer(trailer))
-            self._metrics.replication_duration.observe(trio.current_time() - body_done)
-            old = await trio.to_thread.run_sync(self._store.commit, rec.bucket_id, job.key, job.object_id,
-                                                job.size, encode_manifest(manifest))
-            job.committed = True
+            result: list[bytes | None] = []
+
+            async def local_commit() -> None:
+                result.append(await trio.to_thread.run_sync(
+                    self._store.commit, rec.bucket_id, job.key, job.object_id, job.size, encode_manifest(manifest)))
+                job.committed = True
+
+            # the local commit (its own group-committed fsync) runs while the replicas commit
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(local_commit)
+                await fan.commit(encode_trailer(trailer))
+                self._metrics.replication_duration.observe(trio.current_time() - body_done)
+            old = result[0]
         if old is not None and old != job.object_id:
             await trio.to_thread.run_sync(self._store.delete_data, rec.bucket_id, old)
         return manifest
+
+    async def _seal(self, job: _Put, index: int, plaintext: bytes, last: bool) -> bytes:
+        """Seal and append one chunk: small ones at once (microseconds of CPU, memory only),
+        others in a worker thread."""
+        if len(plaintext) <= INLINE_SEAL_BYTES and job.incoming.fits(len(plaintext) + SEAL_OVERHEAD):
+            return self._seal_and_append(job, index, plaintext, last)
+        return await trio.to_thread.run_sync(self._seal_and_append, job, index, plaintext, last)
 
     def _seal_and_append(self, job: _Put, index: int, plaintext: bytes, last: bool) -> bytes:
         """Worker thread: hash, seal and append one chunk; returns the sealed bytes."""
@@ -295,19 +357,25 @@ class ObjectService:
         """Returns (public meta, plaintext stream of the object or of the inclusive range).
 
         The first chunk needed is read and verified before returning, so a corrupt object
-        fails the call itself (IntegrityError) rather than its stream.
+        fails the call itself (IntegrityError) rather than its stream. Read repair: when the
+        local copy is damaged, ``read_repair`` fetches a good one from another replica, and the
+        read is served from the repaired copy (never from bad bytes).
         """
         rec = await self._record(bucket, bucket_version, primary=False)
-        for _attempt in range(3):
+        try:
+            return await self._get(rec, bucket, key, byte_range)
+        except IntegrityError:
             row = await trio.to_thread.run_sync(self._store.get, rec.bucket_id, key)
-            if row is None:
-                raise _no_such_key(key)
-            try:
-                data = await trio.to_thread.run_sync(self._store.open_data, rec.bucket_id, row.object_id)
-                break
-            except FileNotFoundError:
-                continue  # overwritten or deleted in between: look again
-        else:
+            if self.read_repair is None or row is None or not await self.read_repair(rec, key, row.object_id):
+                raise
+            return await self._get(rec, bucket, key, byte_range)
+
+    async def _get(self, rec: BucketRecord, bucket: str, key: str,
+                   byte_range: tuple[int, int] | None) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        row, data = await trio.to_thread.run_sync(self._open_current, rec.bucket_id, key)
+        if row is None:
+            raise _no_such_key(key)
+        if data is None:
             log.error("event=data_file_missing bucket=%s object_id=%s", bucket, row.object_id.hex())
             raise IntegrityError(f"the data of {key!r} is missing on {self.node_id}", kind="IntegrityError")
         try:
@@ -321,8 +389,7 @@ class ObjectService:
             reader = ChunkReader(data, object_key=object_key, bucket_id=rec.bucket_id, manifest=manifest)
             cb = reader.chunk_bytes
             lo_chunk, hi_chunk = (first // cb, last // cb) if size else (0, 0)
-            await trio.to_thread.run_sync(reader.seek, lo_chunk)
-            first_chunk = await self._read_chunk(reader, bucket)
+            first_chunk = await self._read_chunk(reader, bucket, seek=lo_chunk)
         except BaseException:
             data.close()
             raise
@@ -345,9 +412,27 @@ class ObjectService:
 
         return public_meta(manifest), stream()
 
-    async def _read_chunk(self, reader: ChunkReader, bucket: str) -> tuple[int, bytes]:
+    def _open_current(self, bucket_id: bytes, key: str) -> tuple[Any, Any]:
+        """Worker thread: (index row, opened extent) of ``key`` now; (None, None) if there is no
+        such key, (row, None) if its data is missing."""
+        for _attempt in range(3):
+            row = self._store.get(bucket_id, key)
+            if row is None:
+                return None, None
+            try:
+                return row, self._store.open_data(bucket_id, row.object_id)
+            except FileNotFoundError:
+                continue  # overwritten or deleted in between: look again
+        return row, None
+
+    async def _read_chunk(self, reader: ChunkReader, bucket: str, *, seek: int | None = None) -> tuple[int, bytes]:
+        def work() -> tuple[int, bytes]:
+            if seek is not None:
+                reader.seek(seek)
+            return reader.read()
+
         try:
-            result = await trio.to_thread.run_sync(reader.read)
+            result = await trio.to_thread.run_sync(work)
         except IntegrityError as exc:
             self._metrics.integrity_failures.inc()
             log.error("event=chunk_integrity_failure node=%s bucket=%s error=%s", self.node_id, bucket, exc.message)
@@ -376,7 +461,8 @@ class ObjectService:
                 self._metrics.replication_failures.inc()
                 log.warning("event=replication_failed op=delete peer=%s kind=%s error=%s", peer.node_id,
                             exc.kind, exc.message)
-                failures.append(f"{peer.node_id}: {exc.message}")
+                if await self._report_failure(rec, peer.node_id, exc) is None:
+                    failures.append(f"{peer.node_id}: {exc.message}")
 
         async with self._locks.hold(rec.bucket_id, key):
             async with trio.open_nursery() as nursery:

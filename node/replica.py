@@ -1,20 +1,24 @@
 """The replica side of writes: ``ReplicaPut`` and ``ReplicaDelete`` from a bucket's primary.
 
 A replica never decrypts: it checks the framing of the sealed stream as it arrives
-(``node.sealed_stream.SealedStreamParser``), appends the chunks to a data file in
-``incoming/``, and only when the trailer and a clean end of the body have arrived does it
-fsync, publish and commit the manifest. A body that ends with an error (the primary aborted),
+(``node.sealed_stream.SealedStreamParser``), collects the chunks in an ``IncomingFile`` (in
+memory while small, else a blob file in ``incoming/``), and only when the trailer and a clean
+end of the body have arrived does it publish and commit (``ObjectStore.commit``: durable when
+it returns). A body that ends with an error (the primary aborted),
 breaks off, or is malformed leaves nothing behind.
 
 Calls are accepted only from the bucket's current primary, for a bucket id that matches the
 record (a recreated bucket has a new id), at an epoch no older than the record's
 (``Conflict`` kind ``StaleEpoch``); the record is refetched once when the caller's view looks
-newer than ours.
+newer than ours. A write is fenced twice: when it starts and when its trailer arrives (the
+trailer carries the primary's epoch at commit time, which may be newer than the start's if a
+replica failed meanwhile and left the set).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -25,7 +29,7 @@ from node.manifest import encode_manifest, finish_manifest
 from node.metrics import NodeMetrics
 from node.sealed_stream import SealedStreamParser, StreamError
 from node.store import ObjectStore
-from proto.errors import Conflict, InvalidRequest, NotFound
+from proto.errors import Conflict, IntegrityError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class ReplicaService:
         await self._record_for_replica(bucket, bucket_id, epoch, caller)
         object_id = start["object_id"]
         try:
-            incoming = await trio.to_thread.run_sync(self._store.create_incoming, bucket_id, object_id)
+            incoming = self._store.create_incoming(bucket_id, object_id)  # in memory: no I/O
         except FileExistsError:
             raise Conflict("this object id is already being written", kind="ObjectIdInUse") from None
         parser = SealedStreamParser(start["chunk_bytes"])
@@ -73,7 +77,9 @@ class ReplicaService:
                     data = parser.feed(piece)
                 except StreamError as exc:
                     raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
-                if data:
+                if data and incoming.fits(len(data)):
+                    incoming.write(data)  # stays in memory
+                elif data:
                     await trio.to_thread.run_sync(incoming.write, data)
                 if parser.chunks > chunks_seen:
                     self._metrics.chunks_written.inc(parser.chunks - chunks_seen)
@@ -83,7 +89,14 @@ class ReplicaService:
             except StreamError as exc:
                 raise InvalidRequest(str(exc), kind="InvalidChunkStream") from None
             manifest = self._replica_manifest(start, trailer, parser)
-            await trio.to_thread.run_sync(incoming.publish)
+            t_epoch = trailer.get("epoch", epoch)
+            if isinstance(t_epoch, bool) or not isinstance(t_epoch, int):
+                raise InvalidRequest("the trailer's epoch must be an integer", kind="InvalidChunkStream")
+            await self._record_for_replica(bucket, bucket_id, max(t_epoch, epoch), caller)  # fenced again
+            if incoming.inline:
+                incoming.publish()
+            else:
+                await trio.to_thread.run_sync(incoming.publish)
             old = await trio.to_thread.run_sync(self._store.commit, bucket_id, manifest["key"], object_id,
                                                 manifest["size"], encode_manifest(manifest))
             committed = True
@@ -103,6 +116,39 @@ class ReplicaService:
                 or len(etag) > 128 or not (checksum_value is None or isinstance(checksum_value, str)):
             raise InvalidRequest("the replica stream trailer does not match its chunks", kind="InvalidChunkStream")
         return finish_manifest(start, size=size, etag=etag, chunks=chunks, checksum_value=checksum_value)
+
+    async def replica_list(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, start_after: str,
+                           limit: int) -> dict[str, Any]:
+        """(key, object id) pairs of this replica's copy, in key order: what ``node.repair`` compares."""
+        await self._record_for_replica(bucket, bucket_id, epoch, caller)
+        rows, truncated = await trio.to_thread.run_sync(
+            lambda: self._store.list(bucket_id, start_after=start_after, limit=limit))
+        return {"entries": [[r.key, r.object_id] for r in rows], "truncated": truncated}
+
+    async def replica_fetch(self, *, caller: str, bucket_id: bytes, bucket: str, key: str,
+                            object_id: bytes) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """The sealed bytes of one object version as stored here, for a peer's repair (any replica
+        of the bucket may ask). Streamed: {size, crc} then the bytes; NoSuchKey if this node no
+        longer has that version, IntegrityError if its own copy is bad too."""
+        rec = await self._buckets.get(bucket)
+        if rec.bucket_id != bucket_id or not rec.has_replica(caller) or not rec.has_replica(self.node_id):
+            rec = await self._buckets.refresh(bucket)
+        if rec.bucket_id != bucket_id or not rec.has_replica(caller) or not rec.has_replica(self.node_id):
+            raise InvalidRequest(f"{caller} and {self.node_id} are not both replicas of {bucket}", kind="NotReplica")
+        row = await trio.to_thread.run_sync(self._store.get, bucket_id, key)
+        ext = None if row is None or row.object_id != object_id else \
+            await trio.to_thread.run_sync(self._store.locate, bucket_id, object_id)
+        if ext is None:
+            raise NotFound(f"{self.node_id} does not hold that version of {key!r}", kind="NoSuchKey")
+        data = await trio.to_thread.run_sync(self._store.read_extent, ext)
+        if zlib.crc32(data) != ext.crc:
+            raise IntegrityError(f"the copy of {key!r} on {self.node_id} is damaged too", kind="IntegrityError")
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(0, len(data), 1024 * 1024):
+                yield data[i:i + 1024 * 1024]
+
+        return {"size": len(data), "crc": ext.crc}, body()
 
     async def replica_delete(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int,
                              key: str) -> dict[str, Any]:

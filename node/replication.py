@@ -13,13 +13,16 @@ chunks in flight: the object is never held in memory.
    ``node.sealed_stream``) and ends cleanly; each replica then makes the object durable and
    commits it, and answers. ``commit`` returns when every replica answered OK.
 
-Any failure (a replica refuses, cannot be reached, times out) closes that peer's channel, so
-the next ``send`` or ``commit`` raises ``Unavailable`` kind ``ReplicationFailed`` (``failure()``),
-and calls ``on_failure`` at once so the caller can stop reading a body it can no longer store. To abort, the
+Any failure (a replica refuses, cannot be reached, times out) closes that peer's channel and
+awaits ``on_failure(node_id, error)``: the caller reports the replica to the coordinator, and
+if a new epoch without it was issued, returns True: the peer is *excluded* and the write goes
+on with the rest. Otherwise the next ``send`` or ``commit`` raises ``Unavailable`` kind
+``ReplicationFailed`` (``failure()``), and the caller can stop reading a body it can no longer
+store. To abort, the
 caller cancels the nursery: each in-progress body then ends with an error and the replicas
 discard what they received (nothing becomes visible). The window where a replica has
-committed while another failed after the trailer is left to epochs and re-replication (a
-later issue).
+committed while another failed after the trailer is closed the same way: the failed one
+leaves the set (and is re-copied if it joins again, ``node.repair``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class _Peer:
     done: trio.Event = field(default_factory=trio.Event)
     trailer_sent: bool = False
     ok: bool = False
+    excluded: bool = False  # failed, and out of the replica set now (a new epoch without it)
     error: RpcError | None = None
 
 
@@ -86,7 +90,7 @@ class Fanout:
             log.warning("event=replication_failed peer=%s code=%s kind=%s error=%s", peer.node_id,
                         exc.code.value, exc.kind, exc.message)
             if self._on_failure is not None:
-                self._on_failure()
+                peer.excluded = bool(await self._on_failure(peer.node_id, exc))
         finally:
             peer.receive.close()
             peer.done.set()
@@ -101,24 +105,28 @@ class Fanout:
         peer.trailer_sent = True
 
     def failure(self) -> Unavailable:
-        failed = [p for p in self._peers if p.done.is_set() and not p.ok]
+        failed = [p for p in self._peers if p.done.is_set() and not p.ok and not p.excluded]
         detail = "; ".join(f"{p.node_id}: {p.error.message if p.error else 'no answer'}" for p in failed)
         return Unavailable(f"replication failed ({detail})", kind="ReplicationFailed")
 
     async def send(self, sealed: bytes) -> None:
         """Queue one sealed chunk for every peer; ReplicationFailed if one has failed."""
         for peer in self._peers:
+            if peer.excluded:
+                continue
             try:
                 await peer.send.send(sealed)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise self.failure() from None
+                await peer.done.wait()  # its failure report may still be running
+                if not peer.excluded:
+                    raise self.failure() from None
 
     def close_inputs(self) -> None:
         for peer in self._peers:
             peer.send.close()
 
     def failed(self) -> bool:
-        return any(p.done.is_set() and not p.ok for p in self._peers)
+        return any(p.done.is_set() and not p.ok and not p.excluded for p in self._peers)
 
     async def commit(self, trailer: bytes) -> None:
         """Release the trailer to every peer and wait until each answered; ReplicationFailed

@@ -26,6 +26,9 @@ ACL: dict[str, list[str]] = {
     "ListObjects": ["gateway"],
     "ReplicaPut": ["node-*"],
     "ReplicaDelete": ["node-*"],
+    "ReplicaList": ["node-*"],
+    "ReplicaFetch": ["node-*"],
+    "SyncReplica": ["coordinator", "admin"],
 }
 
 MAX_BUCKET_NAME = 255
@@ -41,6 +44,9 @@ _ARGS: dict[str, frozenset[str]] = {
     "ListObjects": frozenset({"bucket", "bucket_version", "prefix", "start_after", "max_keys"}),
     "ReplicaPut": frozenset({"bucket_id", "bucket", "epoch", "meta"}),
     "ReplicaDelete": frozenset({"bucket_id", "bucket", "epoch", "key"}),
+    "ReplicaList": frozenset({"bucket_id", "bucket", "epoch", "start_after", "limit"}),
+    "SyncReplica": frozenset({"bucket", "epoch", "target"}),
+    "ReplicaFetch": frozenset({"bucket_id", "bucket", "key", "object_id"}),
 }
 
 
@@ -95,15 +101,18 @@ def _range(args: dict[str, Any]) -> tuple[int, int] | None:
 
 
 class NodeHandlers:
-    def __init__(self, objects: ObjectService, replicas: ReplicaService) -> None:
+    def __init__(self, objects: ObjectService, replicas: ReplicaService, repairer: Any = None) -> None:
         self._objects = objects
         self._replicas = replicas
+        self._repairer = repairer
 
     def handlers(self) -> dict[str, Handler]:
         table: dict[str, Callable[[Call], Any]] = {
             "PutObject": self.put_object, "GetObject": self.get_object, "HeadObject": self.head_object,
             "DeleteObject": self.delete_object, "ListObjects": self.list_objects,
             "ReplicaPut": self.replica_put, "ReplicaDelete": self.replica_delete,
+            "ReplicaList": self.replica_list, "SyncReplica": self.sync_replica,
+            "ReplicaFetch": self.replica_fetch,
         }
         return table
 
@@ -163,3 +172,28 @@ class NodeHandlers:
         return await self._replicas.replica_delete(caller=call.principal, bucket_id=_bucket_id(a),
                                                    bucket=_bucket(a), epoch=_int(a, "epoch"),
                                                    key=check_key(a.get("key")))
+
+    async def replica_list(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        limit = min(_int(a, "limit", default=MAX_LIST_KEYS, lo=1), MAX_LIST_KEYS)
+        return await self._replicas.replica_list(caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a),
+                                                 epoch=_int(a, "epoch"),
+                                                 start_after=_str(a, "start_after", max_bytes=MAX_KEY_ARG_BYTES,
+                                                                  default=""), limit=limit)
+
+    async def sync_replica(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        if self._repairer is None:
+            raise _invalid("this node does not run repairs")
+        return await self._repairer.start_sync(_bucket(a), _int(a, "epoch"),
+                                               _str(a, "target", max_bytes=MAX_BUCKET_NAME))
+
+    async def replica_fetch(self, call: Call) -> Streamed:
+        a = self._begin(call)
+        object_id = a.get("object_id")
+        if not isinstance(object_id, bytes) or len(object_id) != 16:
+            raise _invalid("object_id must be 16 bytes")
+        meta, body = await self._replicas.replica_fetch(caller=call.principal, bucket_id=_bucket_id(a),
+                                                        bucket=_bucket(a), key=check_key(a.get("key")),
+                                                        object_id=object_id)
+        return Streamed(meta, body)

@@ -1,29 +1,43 @@
-"""The node's local store: an SQLite object index plus one data file per object version.
+"""The node's local store: append-only segment files with group commit, and an SQLite index.
 
 Responsibility
 --------------
 Durably keep, per bucket, ``key -> (object_id, manifest bytes)`` and, per object version, the
-sealed chunks back to back. The store never looks inside manifests or chunks: callers encode
-them (``node.manifest``, ``node.chunk_codec``). Every method blocks (file I/O, fsync, SQLite);
-callers run them in ``trio.to_thread.run_sync``. A later issue replaces the one-file-per-object
-layout with segment files and group commit; this small class interface is what stays.
+sealed chunks back to back (an *extent*). The store never looks inside manifests or chunks:
+callers encode them (``node.manifest``, ``node.chunk_codec``). Every method blocks (file I/O,
+fsync, SQLite); callers run them in ``trio.to_thread.run_sync``.
 
-Layout under ``data_dir``::
+Public interface (what ``node.objects``, ``node.replica`` and others use; stable):
+``open``, ``close``, ``create_incoming`` -> ``IncomingFile`` (``write``, ``publish``,
+``abort``), ``commit``, ``get``, ``list``, ``remove``, ``open_data`` -> ``DataFile``
+(``pread``, ``size``, ``close``), ``delete_data``, ``used_bytes``, ``object_count``,
+``recovery``; plus ``locate``, ``extents``, ``check_extent``, ``rewrite``, ``live_bytes``
+for the scrubber, repair and compaction.
 
-    index.db                          SQLite (WAL, synchronous=FULL): table objects
-    incoming/<bucket hex>.<object hex>  a data file being written (never read)
-    objects/<bucket hex>/<object hex>   a published data file
+Layout under ``data_dir`` (formats: ``node.segments``)::
 
-Theory of operation (tahoe's incoming/ publish)
------------------------------------------------
-A writer creates its file in ``incoming/`` (O_EXCL), appends, then ``publish`` fsyncs it,
-renames it into ``objects/`` and fsyncs the directory; only then does the caller ``commit``
-the index row (one SQLite transaction that also returns the previous version's object id, so
-the caller deletes the old data file *after* the new row is durable). Hence after a crash at
-any point: a file in ``incoming/`` was never acknowledged, and a published file without an
-index row is either an uncommitted new version or an old version whose deletion did not run.
-``open`` removes both (and logs what it found), and reports index rows whose data file is
-missing (which only a lost disk write can cause).
+    index.db                       SQLite (WAL, synchronous=NORMAL): objects, extents, meta
+    segments/log-<seq>.ozs         log segments: DATA, COMMIT and REMOVE records
+    segments/blob-<seq>.ozs        one large object's sealed chunks
+    incoming/blob-<seq>.ozs        a large object being written (never read)
+
+Theory of operation
+-------------------
+A write's body goes into an ``IncomingFile``: in memory while it is small (at most
+``inline_max_bytes``), spilled to a blob file in ``incoming/`` beyond that. ``publish`` makes a
+blob durable (fsync, rename into ``segments/``, fsync the directory); a small body stays in
+memory. ``commit`` appends to the log, in one write, the DATA record (small objects) and the
+COMMIT record naming the key, manifest and extent, then waits for the group commit
+(``node.segment_log``): one fdatasync shared by every concurrent writer, then one SQLite
+transaction applying the whole batch in log order. ``remove`` appends a REMOVE record the same
+way. The log is the durability point; SQLite may lose its last transactions on power loss
+(synchronous=NORMAL) and ``open`` re-applies the log after the position SQLite recorded
+(``node.store_recovery``), so an acknowledged write survives kill -9 and power loss, and a torn
+tail (never acknowledged) is cut off. Nothing is visible before its COMMIT record is durable.
+
+Space: an overwritten or deleted version's extent row goes (``delete_data``); a blob file is
+unlinked at once, log space is reclaimed by compaction (``node.compaction``), which moves live
+small extents with ``rewrite`` (a conditional COMMIT record) and then deletes old segments.
 """
 
 from __future__ import annotations
@@ -32,43 +46,36 @@ import logging
 import os
 import sqlite3
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.segment_log import SegmentLog, fsync_dir, write_all
+from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_DATA, REC_HEADER_SIZE,
+                           REC_REMOVE, commit_payload, encode_file_header, encode_record, remove_payload,
+                           segment_name)
+from node.store_index import IndexRow, apply_commit, apply_remove, open_index, set_applied
+from node.store_recovery import Recovery, recover
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 MAX_BUCKET_ID_BYTES = 64
 OBJECT_ID_BYTES = 16
+DEFAULT_INLINE_MAX_BYTES = 1024 * 1024 + 64 * 1024
+DEFAULT_SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS objects (
-    bucket_id BLOB NOT NULL,
-    key TEXT NOT NULL,
-    object_id BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    manifest BLOB NOT NULL,
-    PRIMARY KEY (bucket_id, key)
-) WITHOUT ROWID;
-"""
+__all__ = ["DataFile", "Extent", "IncomingFile", "IndexRow", "ObjectStore", "Recovery"]
 
 
 @dataclass(frozen=True, slots=True)
-class Recovery:
-    """What ``ObjectStore.open`` found and cleaned."""
-
-    incoming_removed: int = 0
-    orphans_removed: int = 0
-    bytes_removed: int = 0
-    missing: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class IndexRow:
-    key: str
+class Extent:
+    bucket_id: bytes
     object_id: bytes
-    manifest: bytes
+    path: Path
+    seq: int
+    offset: int
+    length: int
+    crc: int
 
 
 def _check_ids(bucket_id: bytes, object_id: bytes) -> None:
@@ -78,87 +85,104 @@ def _check_ids(bucket_id: bytes, object_id: bytes) -> None:
         raise ValueError(f"object_id must be {OBJECT_ID_BYTES} bytes")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class IncomingFile:
-    """One data file being written; ``publish`` makes it durable under its final name.
+    """One object version being written. ``abort`` removes it whatever its state (idempotent)."""
 
-    ``abort`` removes it whatever its state (idempotent), so a caller may call it from a
-    ``finally`` on every path that did not commit.
-    """
-
-    def __init__(self, store: ObjectStore, bucket_id: bytes, object_id: bytes, path: Path, fd: int) -> None:
+    def __init__(self, store: ObjectStore, bucket_id: bytes, object_id: bytes) -> None:
         self._store = store
         self.bucket_id = bucket_id
         self.object_id = object_id
-        self._path = path
-        self._fd: int | None = fd
         self.size = 0
+        self.crc = 0
         self.published = False
+        self._buf: bytearray | None = bytearray()
+        self._fd: int | None = None
+        self.blob_seq: int | None = None
         self._gone = False
 
+    @property
+    def inline(self) -> bool:
+        return self.blob_seq is None
+
+    def fits(self, n: int) -> bool:
+        """Whether writing ``n`` more bytes stays in memory (no file I/O: no thread needed)."""
+        return self._buf is not None and len(self._buf) + n <= self._store.inline_max_bytes
+
+    def data(self) -> bytes:
+        return bytes(self._buf or b"")
+
     def write(self, data: bytes) -> None:
-        if self._fd is None:
+        if self._gone or self.published:
             raise ValueError("incoming file is closed")
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
+        if self._buf is not None:
+            self._buf += data
+            if len(self._buf) <= self._store.inline_max_bytes:
+                return
+            self._spill()
+            return
+        assert self._fd is not None
+        write_all(self._fd, data)
+        self._store._grow(len(data))
+
+    def _spill(self) -> None:
+        self.blob_seq = self._store._new_seq()
+        path = self._store.incoming_dir / segment_name(KIND_BLOB, self.blob_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        assert self._buf is not None
+        write_all(self._fd, encode_file_header(KIND_BLOB, self.blob_seq) + self._buf)
+        self._store._grow(FILE_HEADER_SIZE + len(self._buf))
+        self._buf = None
 
     def publish(self) -> None:
-        """fsync, rename into ``objects/``, fsync the directory."""
-        if self._fd is None:
+        """Make the body durable: a blob is fsynced and moved into ``segments/``; a small body
+        is made durable by ``commit`` (together with its COMMIT record)."""
+        if self._gone or self.published:
             raise ValueError("incoming file is closed")
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        final = self._store.data_path(self.bucket_id, self.object_id)
-        self._store._ensure_dir(final.parent)
-        os.rename(self._path, final)
-        _fsync_dir(final.parent)
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            name = segment_name(KIND_BLOB, self.blob_seq)  # type: ignore[arg-type]
+            os.rename(self._store.incoming_dir / name, self._store.segments_dir / name)
+            fsync_dir(self._store.segments_dir)
         self.published = True
-        self._store._account(self.size)
 
     def abort(self) -> None:
         if self._gone:
             return
         self._gone = True
+        self._store._forget(self)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self.published:
-            self._store.delete_data(self.bucket_id, self.object_id)
-        else:
-            try:
-                os.unlink(self._path)
-            except FileNotFoundError:
-                pass
+        self._buf = None
+        if self.blob_seq is not None:
+            where = self._store.segments_dir if self.published else self._store.incoming_dir
+            self._store._unlink_segment(where / segment_name(KIND_BLOB, self.blob_seq))
 
 
 class DataFile:
-    """A published data file opened for reading (positional reads, thread-safe)."""
+    """One extent opened for reading (positional reads relative to the extent, thread-safe)."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, base: int, size: int) -> None:
         self._fd: int | None = fd
+        self._base = base
         self.size = size
 
     def pread(self, offset: int, n: int) -> bytes:
         if self._fd is None:
             raise ValueError("data file is closed")
+        n = max(0, min(n, self.size - offset))
         parts: list[bytes] = []
+        pos = self._base + offset
         while n > 0:
-            piece = os.pread(self._fd, n, offset)
+            piece = os.pread(self._fd, n, pos)
             if not piece:
                 break
             parts.append(piece)
-            offset += len(piece)
+            pos += len(piece)
             n -= len(piece)
         return b"".join(parts)
 
@@ -174,178 +198,286 @@ class DataFile:
 class ObjectStore:
     """See the module docstring. Create with ``ObjectStore.open(data_dir)``."""
 
-    def __init__(self, data_dir: Path, db: sqlite3.Connection, recovery: Recovery,
-                 used_bytes: int, object_count: int) -> None:
+    def __init__(self, data_dir: Path, db: sqlite3.Connection, rdb: sqlite3.Connection, recovery: Recovery,
+                 *, next_seq: int, used_bytes: int, object_count: int, inline_max_bytes: int,
+                 segment_max_bytes: int) -> None:
         self.data_dir = data_dir
-        self._db = db
-        self._lock = threading.Lock()
+        self.segments_dir = data_dir / "segments"
+        self.incoming_dir = data_dir / "incoming"
         self.recovery = recovery
         self.used_bytes = used_bytes
         self.object_count = object_count
-        self._incoming = data_dir / "incoming"
-        self._objects = data_dir / "objects"
+        self.inline_max_bytes = inline_max_bytes
+        self._db = db                       # writes: only the group-commit leader, under _dblock
+        self._rdb = rdb                     # reads
+        self._dblock = threading.Lock()
+        self._rlock = threading.Lock()
+        self._seqlock = threading.Lock()
+        self._seq = next_seq
+        self._writing: dict[tuple[bytes, bytes], IncomingFile] = {}
+        self.log = SegmentLog(self.segments_dir, next_seq=self._new_seq, max_bytes=segment_max_bytes,
+                              apply_batch=self._apply_batch, on_grow=self._grow)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, data_dir: Path) -> ObjectStore:
-        """Open (creating if needed) the store in ``data_dir`` and clean crash leftovers.
+    def open(cls, data_dir: Path, *, inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+             segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES) -> ObjectStore:
+        """Open (creating if needed) the store in ``data_dir``: check it, replay the log, clean
+        crash leftovers, log what was found.
 
         Raises:
             OSError: the directory cannot be created or written.
-            RuntimeError: the index has an unknown schema version.
+            RuntimeError: an unknown index schema or segment format version.
         """
         data_dir = Path(data_dir)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (data_dir / "incoming").mkdir(mode=0o700, exist_ok=True)
-        (data_dir / "objects").mkdir(mode=0o700, exist_ok=True)
-        db = sqlite3.connect(data_dir / "index.db", check_same_thread=False, isolation_level=None)
+        for sub in ("incoming", "segments"):
+            (data_dir / sub).mkdir(mode=0o700, exist_ok=True)
+        db = open_index(data_dir / "index.db")
+        rdb = None
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise RuntimeError(f"{data_dir / 'index.db'}: index schema version {row[0]} is not "
-                                   f"supported (this node knows version {SCHEMA_VERSION})")
-            recovery, used = cls._recover(data_dir, db)
+            recovery, next_seq, used = recover(data_dir, db)
             count = db.execute("SELECT COUNT(*) FROM objects").fetchone()[0]
+            rdb = sqlite3.connect(data_dir / "index.db", check_same_thread=False, isolation_level=None)
+            store = cls(data_dir, db, rdb, recovery, next_seq=next_seq, used_bytes=used, object_count=count,
+                        inline_max_bytes=inline_max_bytes, segment_max_bytes=segment_max_bytes)
         except BaseException:
             db.close()
+            if rdb is not None:
+                rdb.close()
             raise
-        store = cls(data_dir, db, recovery, used, count)
-        log.info("event=store_open data_dir=%s objects=%d used_bytes=%d incoming_removed=%d "
-                 "orphans_removed=%d bytes_removed=%d missing=%d", data_dir, count, used,
-                 recovery.incoming_removed, recovery.orphans_removed, recovery.bytes_removed,
-                 recovery.missing)
+        with store._dblock:
+            set_applied(db, store.log.position)
+        log.info("event=store_open data_dir=%s format=segments-v1 objects=%d used_bytes=%d live_bytes=%d "
+                 "segments=%d replayed=%d truncated_bytes=%d incoming_removed=%d orphans_removed=%d "
+                 "bytes_removed=%d missing=%d", data_dir, count, store.used_bytes, recovery.live_bytes,
+                 recovery.segments, recovery.replayed, recovery.truncated_bytes, recovery.incoming_removed,
+                 recovery.orphans_removed, recovery.bytes_removed, recovery.missing)
         return store
 
-    @staticmethod
-    def _recover(data_dir: Path, db: sqlite3.Connection) -> tuple[Recovery, int]:
-        incoming_removed = orphans = removed_bytes = used = 0
-        for entry in os.scandir(data_dir / "incoming"):
-            removed_bytes += entry.stat(follow_symlinks=False).st_size
-            os.unlink(entry.path)
-            incoming_removed += 1
-            log.warning("event=store_leftover_removed where=incoming file=%s", entry.name)
-        live = {(bytes(b), bytes(o)) for b, o in db.execute("SELECT bucket_id, object_id FROM objects")}
-        seen: set[tuple[bytes, bytes]] = set()
-        for bucket_dir in os.scandir(data_dir / "objects"):
-            if not bucket_dir.is_dir(follow_symlinks=False):
-                log.warning("event=store_unknown_file file=%s", bucket_dir.path)
-                continue
-            for entry in os.scandir(bucket_dir.path):
-                try:
-                    ident = (bytes.fromhex(bucket_dir.name), bytes.fromhex(entry.name))
-                except ValueError:
-                    log.warning("event=store_unknown_file file=%s", entry.path)
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-                if ident in live:
-                    seen.add(ident)
-                    used += size
-                else:
-                    os.unlink(entry.path)
-                    orphans += 1
-                    removed_bytes += size
-                    log.warning("event=store_leftover_removed where=objects bucket_id=%s object_id=%s "
-                                "bytes=%d", bucket_dir.name, entry.name, size)
-        missing = live - seen
-        for bucket_id, object_id in sorted(missing):
-            log.error("event=store_data_missing bucket_id=%s object_id=%s", bucket_id.hex(), object_id.hex())
-        if incoming_removed or orphans:
-            _fsync_dir(data_dir / "incoming")
-        return Recovery(incoming_removed, orphans, removed_bytes, len(missing)), used
-
     def close(self) -> None:
-        with self._lock:
+        self.log.close()
+        with self._dblock, self._rlock:
             self._db.close()
+            self._rdb.close()
 
-    # -- data files ----------------------------------------------------------------------------
-    def data_path(self, bucket_id: bytes, object_id: bytes) -> Path:
-        _check_ids(bucket_id, object_id)
-        return self._objects / bucket_id.hex() / object_id.hex()
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _new_seq(self) -> int:
+        with self._seqlock:
+            self._seq += 1
+            return self._seq
 
-    def create_incoming(self, bucket_id: bytes, object_id: bytes) -> IncomingFile:
-        """Start a new data file; FileExistsError if this object id is already being written."""
-        _check_ids(bucket_id, object_id)
-        path = self._incoming / f"{bucket_id.hex()}.{object_id.hex()}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        return IncomingFile(self, bucket_id, object_id, path, fd)
+    def _grow(self, delta: int) -> None:
+        with self._seqlock:
+            self.used_bytes += delta
 
-    def open_data(self, bucket_id: bytes, object_id: bytes) -> DataFile:
-        """Open a published data file; FileNotFoundError if it is gone."""
-        fd = os.open(self.data_path(bucket_id, object_id), os.O_RDONLY | os.O_CLOEXEC)
-        return DataFile(fd, os.fstat(fd).st_size)
-
-    def delete_data(self, bucket_id: bytes, object_id: bytes) -> None:
-        """Remove a data file (missing is fine); the directory entry removal is not fsynced:
-        a resurrected file has no index row and is removed at the next open."""
-        path = self.data_path(bucket_id, object_id)
+    def _unlink_segment(self, path: Path) -> None:
         try:
             size = path.stat().st_size
             path.unlink()
         except FileNotFoundError:
             return
-        self._account(-size)
+        self._grow(-size)
 
-    def _ensure_dir(self, path: Path) -> None:
-        if not path.is_dir():
-            path.mkdir(mode=0o700, exist_ok=True)
-            _fsync_dir(path.parent)
+    def _forget(self, incoming: IncomingFile) -> None:
+        with self._seqlock:
+            self._writing.pop((incoming.bucket_id, incoming.object_id), None)
 
-    def _account(self, delta: int) -> None:
-        with self._lock:
-            self.used_bytes += delta
+    def segment_path(self, seq: int, kind: int) -> Path:
+        return self.segments_dir / segment_name(kind, seq)
 
-    # -- index ---------------------------------------------------------------------------------
-    def get(self, bucket_id: bytes, key: str) -> IndexRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT object_id, manifest FROM objects WHERE bucket_id = ? AND key = ?",
-                                   (bucket_id, key)).fetchone()
-        return None if row is None else IndexRow(key, bytes(row[0]), bytes(row[1]))
+    # -- writing -------------------------------------------------------------------------------
+    def create_incoming(self, bucket_id: bytes, object_id: bytes) -> IncomingFile:
+        """Start a new object version; FileExistsError if this object id is already being written."""
+        _check_ids(bucket_id, object_id)
+        incoming = IncomingFile(self, bucket_id, object_id)
+        with self._seqlock:
+            if (bucket_id, object_id) in self._writing:
+                raise FileExistsError("this object id is already being written")
+            self._writing[(bucket_id, object_id)] = incoming
+        return incoming
 
     def commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes) -> bytes | None:
-        """Make ``key`` point at ``object_id`` (one durable transaction).
+        """Make ``key`` point at the published ``object_id`` (durable when this returns).
 
         Returns:
-            The object id the key pointed at before (its data file is the caller's to delete),
-            or None.
+            The object id the key pointed at before (its data is the caller's to delete), or None.
+        Raises:
+            ValueError: ``object_id`` was not published; OSError: the disk failed.
         """
         _check_ids(bucket_id, object_id)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT object_id FROM objects WHERE bucket_id = ? AND key = ?",
-                                       (bucket_id, key)).fetchone()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO objects (bucket_id, key, object_id, size, manifest) "
-                    "VALUES (?, ?, ?, ?, ?)", (bucket_id, key, object_id, size, manifest))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            if row is None:
-                self.object_count += 1
-        return None if row is None else bytes(row[0])
+        with self._seqlock:
+            incoming = self._writing.get((bucket_id, object_id))
+        if incoming is None or not incoming.published:
+            raise ValueError("commit of an object id that is not published")
+        data = incoming.data() if incoming.inline else b""
+
+        def build(seq: int, offset: int):
+            if incoming.inline:
+                loc = (seq, offset + REC_HEADER_SIZE, len(data))
+                head = encode_record(REC_DATA, data)
+            else:
+                loc, head = (incoming.blob_seq, FILE_HEADER_SIZE, incoming.size), b""
+            payload = commit_payload(bucket_id=bucket_id, key=key, object_id=object_id, size=size,
+                                     manifest=manifest, seq=loc[0], offset=loc[1], length=loc[2], crc=incoming.crc)
+            fields = {"b": bucket_id, "k": key, "o": object_id, "z": size, "m": manifest, "s": loc[0],
+                      "f": loc[1], "n": loc[2], "c": incoming.crc}
+            return head + encode_record(REC_COMMIT, payload), lambda db: apply_commit(db, fields)
+
+        old, created = self.log.append(build)
+        self._forget(incoming)
+        incoming._gone = True
+        if created:
+            self.object_count += 1
+        return old
+
+    def rewrite(self, bucket_id: bytes, key: str, object_id: bytes, data: bytes) -> bool:
+        """Store a fresh copy of ``key``'s extent (repair, compaction) if ``key`` still points at
+        ``object_id``; True if it did. The old extent's space becomes garbage."""
+        row = self.get(bucket_id, key)
+        if row is None or row.object_id != object_id:
+            return False
+        crc = zlib.crc32(data)
+
+        def build(seq: int, offset: int):
+            fields = {"b": bucket_id, "k": key, "o": object_id, "z": 0, "m": row.manifest, "s": seq,
+                      "f": offset + REC_HEADER_SIZE, "n": len(data), "c": crc, "r": True}
+            payload = commit_payload(bucket_id=bucket_id, key=key, object_id=object_id, size=0,
+                                     manifest=row.manifest, seq=seq, offset=offset + REC_HEADER_SIZE,
+                                     length=len(data), crc=crc, rewrite=True)
+            rec = encode_record(REC_COMMIT, payload)
+            return encode_record(REC_DATA, data) + rec, lambda db: apply_commit(db, fields)
+
+        old, _created = self.log.append(build)
+        return old == object_id
 
     def remove(self, bucket_id: bytes, key: str) -> bytes | None:
-        """Delete ``key``'s row; returns the object id it pointed at, or None."""
-        with self._lock:
+        """Delete ``key`` (durable when this returns); the object id it pointed at, or None."""
+        payload = remove_payload(bucket_id=bucket_id, key=key)
+
+        def build(seq: int, offset: int):
+            return encode_record(REC_REMOVE, payload), lambda db: apply_remove(db, bucket_id, key)
+
+        old = self.log.append(build)
+        if old is not None:
+            self.object_count -= 1
+        return old
+
+    def _apply_batch(self, batch: list, end: tuple[int, int]) -> None:
+        with self._dblock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT object_id FROM objects WHERE bucket_id = ? AND key = ?",
-                                       (bucket_id, key)).fetchone()
-                if row is not None:
-                    self._db.execute("DELETE FROM objects WHERE bucket_id = ? AND key = ?", (bucket_id, key))
+                for op in batch:
+                    try:
+                        op.result = op.apply(self._db)
+                    except sqlite3.Error as exc:
+                        op.error = OSError(f"index update failed: {exc}")
+                set_applied(self._db, end)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            if row is not None:
-                self.object_count -= 1
-        return None if row is None else bytes(row[0])
+
+    def delete_data(self, bucket_id: bytes, object_id: bytes) -> None:
+        """Drop an old version's extent (missing is fine); a blob file is unlinked now, log
+        space is left to compaction."""
+        _check_ids(bucket_id, object_id)
+        with self._dblock:
+            row = self._db.execute("SELECT seq, offset FROM extents WHERE bucket_id = ? AND object_id = ?",
+                                   (bucket_id, object_id)).fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM extents WHERE bucket_id = ? AND object_id = ?", (bucket_id, object_id))
+        if row[1] == FILE_HEADER_SIZE:
+            self._unlink_segment(self.segment_path(row[0], KIND_BLOB))
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, bucket_id: bytes, key: str) -> IndexRow | None:
+        with self._rlock:
+            row = self._rdb.execute("SELECT object_id, manifest FROM objects WHERE bucket_id = ? AND key = ?",
+                                    (bucket_id, key)).fetchone()
+        return None if row is None else IndexRow(key, bytes(row[0]), bytes(row[1]))
+
+    def locate(self, bucket_id: bytes, object_id: bytes) -> Extent | None:
+        with self._rlock:
+            row = self._rdb.execute("SELECT seq, offset, length, crc FROM extents WHERE bucket_id = ? AND "
+                                    "object_id = ?", (bucket_id, object_id)).fetchone()
+        if row is None:
+            return None
+        seq, offset, length, crc = row
+        kind = KIND_BLOB if offset == FILE_HEADER_SIZE else KIND_LOG  # a log record's data starts later
+        return Extent(bucket_id, object_id, self.segment_path(seq, kind), seq, offset, length, crc)
+
+    def open_data(self, bucket_id: bytes, object_id: bytes) -> DataFile:
+        """Open an object version's extent; FileNotFoundError if it is gone."""
+        _check_ids(bucket_id, object_id)
+        ext = self.locate(bucket_id, object_id)
+        if ext is None:
+            raise FileNotFoundError(f"no extent for object {object_id.hex()}")
+        fd = os.open(ext.path, os.O_RDONLY | os.O_CLOEXEC)
+        return DataFile(fd, ext.offset, ext.length)
+
+    def read_extent(self, ext: Extent) -> bytes:
+        data = DataFile(os.open(ext.path, os.O_RDONLY | os.O_CLOEXEC), ext.offset, ext.length)
+        try:
+            return data.pread(0, ext.length)
+        finally:
+            data.close()
+
+    def check_extent(self, ext: Extent) -> bool:
+        """Re-read an extent and compare its crc32 with the one recorded at write time."""
+        try:
+            data = self.read_extent(ext)
+        except OSError:
+            return False
+        return len(data) == ext.length and zlib.crc32(data) == ext.crc
+
+    def extents(self, after: tuple[bytes, bytes] = (b"", b""), limit: int = 100) -> list[Extent]:
+        """Live extents in (bucket_id, object_id) order after ``after`` (the scrubber's walk)."""
+        with self._rlock:
+            rows = self._rdb.execute("SELECT bucket_id, object_id FROM extents WHERE (bucket_id, object_id) > (?, ?) "
+                                     "ORDER BY bucket_id, object_id LIMIT ?", (after[0], after[1], limit)).fetchall()
+        out = []
+        for b, o in rows:
+            ext = self.locate(bytes(b), bytes(o))
+            if ext is not None:
+                out.append(ext)
+        return out
+
+    def extents_in(self, seq: int) -> list[Extent]:
+        """The live extents stored in segment ``seq`` (compaction's work list)."""
+        with self._rlock:
+            rows = self._rdb.execute("SELECT bucket_id, object_id FROM extents WHERE seq = ?", (seq,)).fetchall()
+        return [e for e in (self.locate(bytes(b), bytes(o)) for b, o in rows) if e is not None]
+
+    def drop_segment(self, seq: int) -> int:
+        """Delete closed log segment ``seq`` once no extent is in it; its size, or 0 if it is still
+        used (or active). The index is checkpointed first (fsynced): it must not need the segment."""
+        if seq >= self.log.position[0]:
+            return 0
+        with self._dblock:
+            if self._db.execute("SELECT 1 FROM extents WHERE seq = ? LIMIT 1", (seq,)).fetchone():
+                return 0
+            self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        path = self.segment_path(seq, KIND_LOG)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        self._unlink_segment(path)
+        fsync_dir(self.segments_dir)
+        return size
+
+    def key_of(self, bucket_id: bytes, object_id: bytes) -> str | None:
+        with self._rlock:
+            row = self._rdb.execute("SELECT key FROM objects WHERE bucket_id = ? AND object_id = ?",
+                                    (bucket_id, object_id)).fetchone()
+        return None if row is None else row[0]
+
+    def live_bytes(self) -> dict[int, int]:
+        """Live extent bytes per segment seq (compaction's input)."""
+        with self._rlock:
+            return {s: n for s, n in self._rdb.execute("SELECT seq, SUM(length) FROM extents GROUP BY seq")}
 
     def list(self, bucket_id: bytes, *, prefix: str = "", start_after: str = "",
              limit: int = 1000) -> tuple[list[IndexRow], bool]:
@@ -356,8 +488,8 @@ class ObjectStore:
         """
         rows: list[IndexRow] = []
         truncated = False
-        with self._lock:
-            cur = self._db.execute(
+        with self._rlock:
+            cur = self._rdb.execute(
                 "SELECT key, object_id, manifest FROM objects WHERE bucket_id = ? AND key > ? AND key >= ? "
                 "ORDER BY key", (bucket_id, start_after, prefix))
             try:
@@ -371,3 +503,4 @@ class ObjectStore:
             finally:
                 cur.close()
         return rows, truncated
+

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlite3
+
 import trio
 
 from kms.config import KmsConfig
 from kms.main import serve as serve_kms
 from node.config import NodeConfig
 from node.main import serve as serve_node
+from node.segments import FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, segment_name
 from proto import errors
 from proto.config import Endpoint
 from proto.daemon import Lifecycle
@@ -105,6 +108,28 @@ async def _run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) ->
             task_status.started((info, scope))
 
 
+@dataclass(frozen=True)
+class ExtentFile:
+    """One object version's bytes inside a segment file."""
+
+    path: Path
+    offset: int
+    length: int
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read(self.length)
+
+    def flip(self, offset: int) -> None:
+        """Flip one bit of the byte at ``offset`` in the extent (a disk corruption)."""
+        with open(self.path, "r+b") as fh:
+            fh.seek(self.offset + offset)
+            b = fh.read(1)
+            fh.seek(self.offset + offset)
+            fh.write(bytes([b[0] ^ 0x01]))
+
+
 @dataclass
 class NodeHandle:
     cfg: NodeConfig
@@ -115,8 +140,15 @@ class NodeHandle:
     def data_dir(self) -> Path:
         return self.cfg.data_dir
 
-    def data_files(self) -> list[Path]:
-        return sorted(p for p in (self.data_dir / "objects").rglob("*") if p.is_file())
+    def data_files(self) -> list[ExtentFile]:
+        """The live extents (object versions' sealed chunks) in the node's segment files."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'index.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT seq, offset, length FROM extents ORDER BY seq, offset").fetchall()
+        finally:
+            db.close()
+        return [ExtentFile(self.data_dir / "segments" / segment_name(KIND_BLOB if off == FILE_HEADER_SIZE else KIND_LOG,
+                                                                      seq), off, n) for seq, off, n in rows]
 
     def incoming_files(self) -> list[Path]:
         return sorted((self.data_dir / "incoming").iterdir())

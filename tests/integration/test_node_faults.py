@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import socket
 import ssl
@@ -97,28 +98,23 @@ async def test_replica_down_fails_the_put_and_nothing_is_visible(cluster):
     assert (await cluster.get("before", node=0))[1] == b"x"
 
 
-def flip(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-async def test_flipped_byte_gives_integrity_error_never_bad_data(cluster):
+async def test_flipped_byte_is_repaired_from_a_replica_never_bad_data(cluster):
     data = blob(3 * CB, 5)
     await cluster.put("obj", data)
-    # node-2: corrupt the first chunk's ciphertext -> the call itself fails
+    # node-2: corrupt the first chunk's ciphertext -> read repair from another replica
     (f2,) = cluster.nodes[1].data_files()
-    flip(f2, HEADER_SIZE + 100)
-    with pytest.raises(errors.IntegrityError) as ei:
-        await cluster.get("obj", node=1)
-    assert ei.value.kind == "IntegrityError"
+    good = f2.read_bytes()
+    f2.flip(HEADER_SIZE + 100)
+    assert (await cluster.get("obj", node=1))[1] == data
+    (f2_new,) = cluster.nodes[1].data_files()
+    assert f2_new != f2 and f2_new.read_bytes() == good  # a fresh copy of the same sealed bytes
     # node-3: corrupt the last chunk -> the stream fails after correct bytes only
     (f3,) = cluster.nodes[2].data_files()
     raw = f3.read_bytes()
     offset = 0
     for _ in range(2):
         offset += parse_header(raw[offset:]).sealed_length
-    flip(f3, offset + HEADER_SIZE + 7)
+    f3.flip(offset + HEADER_SIZE + 7)
     received = bytearray()
     with pytest.raises(errors.IntegrityError):
         async with cluster.client(2).stream("GetObject", {"bucket": BUCKET, "key": "obj", "bucket_version": 1}) as r:
@@ -128,10 +124,17 @@ async def test_flipped_byte_gives_integrity_error_never_bad_data(cluster):
     # a range that avoids the bad chunk still works there; node-1 is intact
     assert (await cluster.get("obj", node=2, rng=[10, 20]))[1] == data[10:21]
     assert (await cluster.get("obj", node=0))[1] == data
-    # a truncated data file is caught too
-    f3.write_bytes(raw[:len(raw) - 10])
-    with pytest.raises(errors.IntegrityError):
-        await cluster.get("obj", node=2, rng=[3 * CB - 5, 3 * CB - 1])
+    # a read that starts on the bad chunk is repaired from a replica and served right
+    assert (await cluster.get("obj", node=2, rng=[3 * CB - 5, 3 * CB - 1]))[1] == data[-5:]
+    assert (await cluster.get("obj", node=2))[1] == data
+    # when every copy is damaged: IntegrityError, never bad bytes
+    await cluster.put("only", b"z" * 5000)
+    for n in cluster.nodes:
+        (f,) = [x for x in n.data_files() if len(x.read_bytes()) < 5000]
+        f.flip(HEADER_SIZE + 3)
+    for i in range(3):
+        with pytest.raises(errors.IntegrityError):
+            await cluster.get("only", node=i)
 
 
 async def test_kms_errors_pass_through_with_their_kind(cluster):

@@ -1,0 +1,214 @@
+"""Repair on the primary: copy a bucket to a replica that joined its set (``SyncReplica``), and
+fetch a good copy of one object version from a peer (read repair and scrubbing).
+
+Theory of operation (sync)
+--------------------------
+The coordinator tells the primary that ``target`` joined the bucket's set at ``epoch``. The
+primary refreshes its record to that epoch (so every new write already goes to the target too),
+waits until the writes it started under older epochs have finished, then walks its own index
+and the target's (``ReplicaList``), both in key order, merging them:
+
+* a key the target lacks, or holds at another object id, is copied: the primary's sealed chunks
+  exactly as stored (ciphertext: no KMS call) with the original manifest, by ``ReplicaPut``;
+* a key only the target holds (deleted while it was away) is deleted there (``ReplicaDelete``);
+* equal object ids are skipped (a node that comes back after being away catches up by copying
+  only what it missed).
+
+Each key is handled under the primary's per-key lock, the one writers hold while committing,
+so a copy can never overwrite a newer write or resurrect a delete. Copies are throttled to
+``rate_bytes_per_s``; progress is in the ``onezone_node_repair_*`` metrics. Syncs run in the
+daemon's nursery, one per (bucket, target) at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from node.buckets import BucketCache, BucketRecord, Replica
+from node.manifest import decode_manifest
+from node.metrics import NodeMetrics
+from node.objects import ObjectService
+from node.sealed_stream import encode_trailer
+from node.store import ObjectStore
+from proto.errors import InvalidRequest, RpcError
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+MAX_REPAIR_BYTES = 64 * 1024 * 1024  # a damaged copy larger than this is reported, not repaired in memory
+PIECE_BYTES = 1024 * 1024
+_TRAILER_FIELDS = ("size", "etag", "chunks", "checksum_value")
+
+
+def replica_start(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``ReplicaPut`` meta of a stored manifest (what is known before the body)."""
+    return {k: v for k, v in manifest.items() if k not in ("v", *_TRAILER_FIELDS)}
+
+
+class Repairer:
+    def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, objects: ObjectService,
+                 peer_client: Callable[[Replica], Any], metrics: NodeMetrics, rate_bytes_per_s: float) -> None:
+        self.node_id = node_id
+        self._store = store
+        self._buckets = buckets
+        self._objects = objects
+        self._peer_client = peer_client
+        self._metrics = metrics
+        self._rate = rate_bytes_per_s
+        self._running: set[tuple[str, str]] = set()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The nursery the syncs run in (a daemon task)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def start_sync(self, bucket: str, epoch: int, target: str) -> dict[str, Any]:
+        """``SyncReplica``: check, then copy in the background. {started: bool}."""
+        rec = await self._buckets.get(bucket, min_epoch=epoch)
+        if rec.primary.node_id != self.node_id:
+            raise InvalidRequest(f"{self.node_id} is not the primary of {bucket}", kind="NotPrimary")
+        peer = next((r for r in rec.replicas if r.node_id == target), None)
+        if peer is None or target == self.node_id:
+            raise InvalidRequest(f"{target} is not a replica of {bucket}", kind="NotReplica")
+        if (bucket, target) in self._running or self._nursery is None:
+            return {"started": False}
+        self._running.add((bucket, target))
+        self._nursery.start_soon(self._sync_task, rec, peer)
+        return {"started": True}
+
+    async def _sync_task(self, rec: BucketRecord, peer: Replica) -> None:
+        self._metrics.repair_running.inc()
+        try:
+            copied, deleted = await self.sync(rec, peer)
+            log.info("event=sync_done bucket=%s target=%s epoch=%d copied=%d deleted=%d", rec.name, peer.node_id,
+                     rec.epoch, copied, deleted)
+        except RpcError as exc:
+            self._metrics.repair_failures.inc()
+            log.warning("event=sync_failed bucket=%s target=%s kind=%s error=%s", rec.name, peer.node_id, exc.kind,
+                        exc.message)
+        finally:
+            self._metrics.repair_running.dec()
+            self._running.discard((rec.name, peer.node_id))
+
+    async def sync(self, rec: BucketRecord, peer: Replica) -> tuple[int, int]:
+        await self._objects.wait_writes_before(rec.bucket_id, rec.epoch)
+        client = self._peer_client(peer)
+        base = {"bucket_id": rec.bucket_id, "bucket": rec.name, "epoch": rec.epoch}
+        copied = deleted = 0
+        mine, theirs = self._local_keys(rec), self._remote_keys(client, base)
+        a, b = await _next(mine), await _next(theirs)
+        while a is not None or b is not None:
+            if b is None or (a is not None and a[0] < b[0]):
+                key, there = a[0], None
+                a = await _next(mine)
+            elif a is None or b[0] < a[0]:
+                key, there = b[0], b[1]
+                b = await _next(theirs)
+            else:
+                key, there = a[0], b[1]
+                a, b = await _next(mine), await _next(theirs)
+            async with self._objects.key_locks.hold(rec.bucket_id, key):
+                row = await trio.to_thread.run_sync(self._store.get, rec.bucket_id, key)
+                if row is None and there is not None:
+                    await client.call("ReplicaDelete", {**base, "key": key})
+                    deleted += 1
+                elif row is not None and row.object_id != there:
+                    await self.copy(client, base, decode_manifest(row.manifest), rec.bucket_id)
+                    copied += 1
+            self._metrics.repair_keys.inc()
+        return copied, deleted
+
+    async def copy(self, client: Any, base: dict[str, Any], manifest: dict[str, Any], bucket_id: bytes) -> None:
+        """Send one stored object version (sealed, as stored) to a replica; throttled."""
+        data = await trio.to_thread.run_sync(self._store.open_data, bucket_id, manifest["object_id"])
+        trailer = {k: manifest[k] for k in _TRAILER_FIELDS if k in manifest}
+        trailer["epoch"] = base["epoch"]
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                for offset in range(0, data.size, PIECE_BYTES):
+                    piece = await trio.to_thread.run_sync(data.pread, offset, PIECE_BYTES)
+                    yield piece
+                    self._metrics.repair_bytes.inc(len(piece))
+                    if self._rate > 0:
+                        await trio.sleep(len(piece) / self._rate)
+                yield encode_trailer(trailer)
+            finally:
+                data.close()
+
+        await client.call("ReplicaPut", {**base, "meta": replica_start(manifest)}, body=body())
+
+    async def repair_object(self, rec: BucketRecord, key: str, object_id: bytes) -> bool:
+        """Replace this node's damaged copy of one object version with a peer's (``ReplicaFetch``:
+        the same sealed bytes, checked against the crc32 recorded at write time). True if done."""
+        ext = await trio.to_thread.run_sync(self._store.locate, rec.bucket_id, object_id)
+        if ext is None:
+            return False
+        if ext.length > MAX_REPAIR_BYTES:
+            log.error("event=repair_skipped bucket=%s key=%r bytes=%d (too large for an in-memory repair)",
+                      rec.name, key, ext.length)
+            return False
+        for peer in rec.peers(self.node_id):
+            try:
+                async with self._peer_client(peer).stream("ReplicaFetch", {
+                        "bucket_id": rec.bucket_id, "bucket": rec.name, "key": key, "object_id": object_id}) as r:
+                    parts, n = [], 0
+                    async for piece in r.body:
+                        n += len(piece)
+                        if n > ext.length:
+                            raise InvalidRequest("the peer's copy is longer than ours", kind="IntegrityError")
+                        parts.append(piece)
+                data = b"".join(parts)
+            except RpcError as exc:
+                log.warning("event=repair_fetch_failed bucket=%s key=%r peer=%s kind=%s", rec.name, key,
+                            peer.node_id, exc.kind)
+                continue
+            if len(data) != ext.length or zlib.crc32(data) != ext.crc:
+                log.warning("event=repair_fetch_mismatch bucket=%s key=%r peer=%s", rec.name, key, peer.node_id)
+                continue
+            done = await trio.to_thread.run_sync(self._store.rewrite, rec.bucket_id, key, object_id, data)
+            self._metrics.repair_bytes.inc(len(data))
+            if done:
+                self._metrics.read_repairs.inc()
+                log.warning("event=object_repaired bucket=%s key=%r from=%s bytes=%d", rec.name, key,
+                            peer.node_id, len(data))
+            return done
+        return False
+
+    async def _local_keys(self, rec: BucketRecord) -> AsyncIterator[tuple[str, bytes]]:
+        after = ""
+        while True:
+            rows, truncated = await trio.to_thread.run_sync(
+                lambda: self._store.list(rec.bucket_id, start_after=after, limit=PAGE))
+            for r in rows:
+                yield r.key, r.object_id
+            if not truncated or not rows:
+                return
+            after = rows[-1].key
+
+    @staticmethod
+    async def _remote_keys(client: Any, base: dict[str, Any]) -> AsyncIterator[tuple[str, bytes]]:
+        after = ""
+        while True:
+            r = await client.call("ReplicaList", {**base, "start_after": after, "limit": PAGE})
+            entries = r.get("entries") or []
+            for key, object_id in entries:
+                yield key, object_id
+            if not r.get("truncated") or not entries:
+                return
+            after = entries[-1][0]
+
+
+async def _next(it: AsyncIterator[tuple[str, bytes]]) -> tuple[str, bytes] | None:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return None

@@ -1,0 +1,176 @@
+"""The append side of the store's log segments, with group commit.
+
+Theory of operation
+-------------------
+Writers call ``append(build)`` from worker threads. Under ``_lock`` (which fixes the log
+order) ``build(seq, offset)`` returns the bytes to append at that position and an ``apply``
+callable; the bytes are written to the active segment (page cache only) and an ``_Op`` joins
+the pending list. The writer then waits until its op is done.
+
+Group commit: the first waiter that finds no sync in progress becomes the leader. It takes
+*every* pending op, fdatasyncs the segment(s) they were written to (one fsync for the whole
+batch: 16 concurrent writers pay about one fsync, not 16), then hands the batch, in log order,
+to ``apply_batch`` (the store's single SQLite transaction), marks the ops done and wakes
+everyone; a waiter whose op was not in the batch becomes the next leader. Only once its op is
+done does ``append`` return, so an acknowledged write is on disk *and* in the index.
+
+A segment grows to ``max_bytes`` and is then closed (fsynced by the next batch) and a new one
+started (its directory entry fsynced before any record goes in). An fsync failure poisons the
+log: the page cache state is unknown after a failed fsync, so every later append raises
+``OSError`` until the node restarts and replays what is really on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node.segments import FILE_HEADER_SIZE, KIND_LOG, encode_file_header, segment_name
+
+Build = Callable[[int, int], tuple[bytes, Callable[[Any], Any]]]
+
+
+class _Op:
+    __slots__ = ("apply", "result", "error", "done")
+
+    def __init__(self, apply: Callable[[Any], Any]) -> None:
+        self.apply = apply
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class SegmentLog:
+    def __init__(self, seg_dir: Path, *, next_seq: Callable[[], int], max_bytes: int,
+                 apply_batch: Callable[[list[_Op], tuple[int, int]], None],
+                 on_grow: Callable[[int], None]) -> None:
+        self._dir = seg_dir
+        self._next_seq = next_seq
+        self._max = max_bytes
+        self._apply_batch = apply_batch
+        self._on_grow = on_grow
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: list[_Op] = []
+        self._syncing = False
+        self._rotated: list[int] = []
+        self._failed: str | None = None
+        self.fsyncs = 0
+        self.batched_ops = 0
+        self.seq = 0
+        self._fd = -1
+        self._size = 0
+        self._open_new()
+
+    @property
+    def position(self) -> tuple[int, int]:
+        with self._lock:
+            return self.seq, self._size
+
+    def _open_new(self) -> None:
+        seq = self._next_seq()
+        path = self._dir / segment_name(KIND_LOG, seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        write_all(fd, encode_file_header(KIND_LOG, seq))
+        os.fdatasync(fd)
+        fsync_dir(self._dir)
+        if self._fd >= 0:
+            self._rotated.append(self._fd)
+        self.seq, self._fd, self._size = seq, fd, FILE_HEADER_SIZE
+        self._on_grow(FILE_HEADER_SIZE)
+
+    def append(self, build: Build) -> Any:
+        """Append ``build(seq, offset)``'s bytes, wait until durable and applied; the apply's result."""
+        with self._lock:
+            if self._failed:
+                raise OSError(f"the segment log failed earlier ({self._failed}); restart the node")
+            data, apply = build(self.seq, self._size)
+            if self._size > FILE_HEADER_SIZE and self._size + len(data) > self._max:
+                self._open_new()
+                data, apply = build(self.seq, self._size)
+            write_all(self._fd, data)
+            self._size += len(data)
+            self._on_grow(len(data))
+            op = _Op(apply)
+            self._pending.append(op)
+        self._wait(op)
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def rotate(self) -> int:
+        """Close the active segment (if it holds records) and start a new one; the new seq."""
+        with self._lock:
+            if self._size > FILE_HEADER_SIZE:
+                self._open_new()
+            return self.seq
+
+    def _wait(self, op: _Op) -> None:
+        with self._cond:
+            while not op.done:
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                self._cond.wait()
+            else:
+                return
+        batch: list[_Op] = []
+        try:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                fds, self._rotated = self._rotated + [self._fd], []
+                end = (self.seq, self._size)
+            try:
+                for fd in fds:
+                    os.fdatasync(fd)
+                self.fsyncs += 1
+                self.batched_ops += len(batch)
+            except OSError as exc:
+                self._failed = str(exc)
+                for o in batch:
+                    o.error = exc
+                return
+            finally:
+                for fd in fds[:-1]:
+                    os.close(fd)
+            try:
+                self._apply_batch(batch, end)
+            except BaseException as exc:  # noqa: BLE001 - handed to every writer of the batch
+                for o in batch:
+                    if o.error is None:
+                        o.error = exc
+        finally:
+            with self._cond:
+                for o in batch:
+                    o.done = True
+                self._syncing = False
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._rotated + [self._fd]:
+                try:
+                    os.fdatasync(fd)
+                except OSError:
+                    pass
+                os.close(fd)
+            self._rotated, self._fd = [], -1
+            self._failed = self._failed or "closed"

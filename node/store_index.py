@@ -1,0 +1,111 @@
+"""The store's SQLite index: schema, and the operations the log's records turn into.
+
+Tables (schema version 2)::
+
+    meta     (name PRIMARY KEY, value)   schema_version, applied_seq, applied_offset
+    objects  (bucket_id, key) -> object_id, size, manifest
+    extents  (bucket_id, object_id) -> seq, offset, length, crc   (where the sealed chunks are)
+
+``applied_seq/offset`` is the log position up to which the records are reflected here; it is
+written in the same transaction as the records' effects, so replay (``node.store_recovery``)
+applies each record exactly once. ``apply_commit`` and ``apply_remove`` are used both live
+(inside the group-commit transaction) and by replay, so both give the same result.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+    bucket_id BLOB NOT NULL,
+    key TEXT NOT NULL,
+    object_id BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    manifest BLOB NOT NULL,
+    PRIMARY KEY (bucket_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_by_id ON objects (bucket_id, object_id);
+CREATE TABLE IF NOT EXISTS extents (
+    bucket_id BLOB NOT NULL,
+    object_id BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    crc INTEGER NOT NULL,
+    PRIMARY KEY (bucket_id, object_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS extents_by_seq ON extents (seq);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    key: str
+    object_id: bytes
+    manifest: bytes
+
+
+def open_index(path: Path) -> sqlite3.Connection:
+    """Open (creating) the index; RuntimeError for another schema version."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # the segment log is the durability point
+        old = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'").fetchone()
+        if old is not None:
+            raise RuntimeError(f"{path}: this index was written by store format 1 (one file per object), "
+                               f"which this node no longer reads; move the data directory aside")
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?), ('applied_seq', 0), ('applied_offset', 0)",
+                       (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: index schema version {row[0]} is not supported (this node knows "
+                               f"version {SCHEMA_VERSION})")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def applied(db: sqlite3.Connection) -> tuple[int, int]:
+    rows = dict(db.execute("SELECT name, value FROM meta WHERE name IN ('applied_seq', 'applied_offset')"))
+    return rows.get("applied_seq", 0), rows.get("applied_offset", 0)
+
+
+def set_applied(db: sqlite3.Connection, pos: tuple[int, int]) -> None:
+    db.execute("UPDATE meta SET value = ? WHERE name = 'applied_seq'", (pos[0],))
+    db.execute("UPDATE meta SET value = ? WHERE name = 'applied_offset'", (pos[1],))
+
+
+def apply_commit(db: sqlite3.Connection, f: dict[str, Any]) -> tuple[bytes | None, bool]:
+    """Apply a COMMIT record's map. Returns (the object id the key pointed at before, whether
+    the key is new). A rewrite (``r``) only moves the extent of the version the key still has."""
+    b, k, o = f["b"], f["k"], f["o"]
+    row = db.execute("SELECT object_id FROM objects WHERE bucket_id = ? AND key = ?", (b, k)).fetchone()
+    old = None if row is None else bytes(row[0])
+    if f.get("r"):
+        if old != o:
+            return old, False
+    else:
+        db.execute("INSERT OR REPLACE INTO objects (bucket_id, key, object_id, size, manifest) VALUES (?, ?, ?, ?, ?)",
+                   (b, k, o, f["z"], f["m"]))
+    db.execute("INSERT OR REPLACE INTO extents (bucket_id, object_id, seq, offset, length, crc) "
+               "VALUES (?, ?, ?, ?, ?, ?)", (b, o, f["s"], f["f"], f["n"], f["c"]))
+    return old, row is None
+
+
+def apply_remove(db: sqlite3.Connection, bucket_id: bytes, key: str) -> bytes | None:
+    row = db.execute("SELECT object_id FROM objects WHERE bucket_id = ? AND key = ?", (bucket_id, key)).fetchone()
+    if row is None:
+        return None
+    db.execute("DELETE FROM objects WHERE bucket_id = ? AND key = ?", (bucket_id, key))
+    return bytes(row[0])

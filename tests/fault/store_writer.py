@@ -1,0 +1,50 @@
+"""A write load on one ObjectStore, for the kill -9 test: 16 threads put objects (small ones
+inline, every 7th one large enough for a blob segment, every 5th an overwrite) and print
+``ACK <key> <seed> <size>`` only after ``commit`` returned (flush per line)."""
+
+import random
+import sys
+import threading
+from pathlib import Path
+
+from node.store import ObjectStore
+
+
+def payload(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def main() -> None:
+    store = ObjectStore.open(Path(sys.argv[1]), inline_max_bytes=64 * 1024, segment_max_bytes=2 * 1024 * 1024)
+    bucket = b"B" * 16
+    base = int(sys.argv[2]) * 1_000_000_000  # a new round writes new object ids
+    lock = threading.Lock()
+    print("READY", flush=True)
+
+    def writer(t: int) -> None:
+        i = 0
+        while True:
+            i += 1
+            seed = base + t * 1_000_000 + i
+            key = f"t{t}/k{i % 5 if i % 5 == 0 else i}"
+            size = 200_000 if i % 7 == 0 else 4096
+            oid = seed.to_bytes(16, "big")
+            data = payload(seed, size)
+            f = store.create_incoming(bucket, oid)
+            f.write(data[:1000])
+            f.write(data[1000:])
+            f.publish()
+            old = store.commit(bucket, key, oid, size, f"{seed}:{size}".encode())
+            if old is not None and old != oid:
+                store.delete_data(bucket, old)
+            with lock:
+                sys.stdout.write(f"ACK {key} {seed} {size}\n")
+                sys.stdout.flush()
+
+    for t in range(16):
+        threading.Thread(target=writer, args=(t,), daemon=True).start()
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
