@@ -32,6 +32,8 @@ ACL: dict[str, tuple[str, ...]] = {
     "ListBuckets": _ADMINS,
     "DeleteBucket": _ADMINS,
     "PutBucketEncryption": _ADMINS,
+    "PutBucketPolicy": _ADMINS,
+    "DeleteBucketPolicy": _ADMINS,
     "CreateUser": _ADMINS,
     "GetUser": _ADMINS,
     "ListUsers": _ADMINS,
@@ -170,6 +172,18 @@ class CoordinatorService:
         kms_key_id = a.str("kms_key_id", max_len=2048)
         a.bool("bucket_key_enabled")  # bucket keys are always on for directory buckets
         record = await self._catalog.put_bucket_encryption(name, algorithm, kms_key_id)
+        return {"bucket": self._catalog.to_wire(record)}
+
+    async def PutBucketPolicy(self, call: Call) -> dict[str, Any]:
+        a = _Args(call, "InvalidArgument", required=("name", "policy"))
+        name = a.str("name", max_len=255)
+        document = a.str("policy", max_len=MAX_POLICY_TEXT)
+        record = await self._catalog.put_bucket_policy(name, document)
+        return {"bucket": self._catalog.to_wire(record)}
+
+    async def DeleteBucketPolicy(self, call: Call) -> dict[str, Any]:
+        a = _Args(call, "InvalidArgument", required=("name",))
+        record = await self._catalog.delete_bucket_policy(a.str("name", max_len=255))
         return {"bucket": self._catalog.to_wire(record)}
 
     # -- IAM -------------------------------------------------------------------------------
