@@ -5,11 +5,17 @@ the coordinator, cached) or an S3 Express session (secret derived from the self-
 ``gateway.sessions``). A session-signed request must sign ``x-amz-s3session-token`` and may not
 carry ``x-amz-security-token``; the session is bound to one bucket and expires when it says.
 
-Authorization: IAM policies of the user, in the AWS policy language (``proto.policy``; explicit
-deny wins). ``action_for`` maps each operation to the IAM action and resource AWS uses: on a
-directory bucket, data operations signed with IAM credentials need ``s3express:CreateSession``
-with the matching ``s3express:SessionMode``, as the zonal endpoint does; session-signed data
-operations are authorized by the session (ReadOnly sessions may only read).
+Authorization: IAM policies of the user together with the bucket's policy, in the AWS policy
+language (``proto.policy``): an explicit Deny in either wins, an Allow in either allows (the
+callers are principals of the cluster's one account, as AWS treats same-account principals).
+On a directory bucket, data operations signed with IAM credentials need
+``s3express:CreateSession`` with the matching ``s3express:SessionMode``, as the zonal endpoint
+does; session-signed data operations are authorized by the session (ReadOnly sessions may only
+read), whose CreateSession was checked against both. On a general-purpose bucket every
+operation needs its ``s3:`` action (``GP_ACTIONS``) on the bucket or object ARN
+(``arn:aws:s3:::bucket/key``). Put/Get/DeleteBucketPolicy are decided by the IAM policies
+alone, so a bucket policy can never lock its administrators out (AWS keeps the account root
+for that).
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from gateway import sessions, sigv4
 from gateway.backend import AuthContext, Backend
 from gateway.errors import S3Error
 from gateway.http import HttpRequest
-from proto.names import bucket_arn, is_directory_bucket_name
-from proto.policy import Decision, evaluate
+from proto.names import bucket_arn, is_directory_bucket_name, object_arn
+from proto.policy import Decision, Policy, evaluate
 
 READ_ONLY_OPS = frozenset({"GetObject", "HeadObject", "ListObjectsV2", "ListObjects", "GetObjectAttributes",
                            "ListParts", "ListMultipartUploads", "HeadBucket"})
@@ -40,6 +46,28 @@ CONTROL_ACTIONS = {
     "GetBucketPolicy": "s3express:GetBucketPolicy",
     "DeleteBucketPolicy": "s3express:DeleteBucketPolicy",
 }
+POLICY_OPS = frozenset({"PutBucketPolicy", "GetBucketPolicy", "DeleteBucketPolicy"})
+# general-purpose buckets: operation -> (s3 action, on the object ARN?)
+GP_ACTIONS: dict[str, tuple[str, bool]] = {
+    "GetObject": ("s3:GetObject", True), "HeadObject": ("s3:GetObject", True),
+    "GetObjectAttributes": ("s3:GetObjectAttributes", True),
+    "PutObject": ("s3:PutObject", True), "PostObject": ("s3:PutObject", True),
+    "CreateMultipartUpload": ("s3:PutObject", True), "UploadPart": ("s3:PutObject", True),
+    "CompleteMultipartUpload": ("s3:PutObject", True),
+    "AbortMultipartUpload": ("s3:AbortMultipartUpload", True),
+    "ListParts": ("s3:ListMultipartUploadParts", True),
+    "DeleteObject": ("s3:DeleteObject", True), "RenameObject": ("s3:PutObject", True),
+    "ListObjects": ("s3:ListBucket", False), "ListObjectsV2": ("s3:ListBucket", False),
+    "HeadBucket": ("s3:ListBucket", False), "DeleteObjects": ("s3:DeleteObject", False),
+    "ListMultipartUploads": ("s3:ListBucketMultipartUploads", False),
+    "GetBucketLocation": ("s3:GetBucketLocation", False),
+    "CreateBucket": ("s3:CreateBucket", False), "DeleteBucket": ("s3:DeleteBucket", False),
+    "PutBucketEncryption": ("s3:PutEncryptionConfiguration", False),
+    "DeleteBucketEncryption": ("s3:PutEncryptionConfiguration", False),
+    "GetBucketEncryption": ("s3:GetEncryptionConfiguration", False),
+    "PutBucketPolicy": ("s3:PutBucketPolicy", False), "GetBucketPolicy": ("s3:GetBucketPolicy", False),
+    "DeleteBucketPolicy": ("s3:DeleteBucketPolicy", False),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +77,7 @@ class Identity:
     context: AuthContext  # the IAM user (for a session: the user who created it)
     session: sessions.Session | None
     observe_eval: Callable[[float], None] | None = None  # IAM evaluation latency (seconds)
+    bucket_policy: Policy | None = None  # of the request's bucket, evaluated with the IAM policies
 
 
 def _now_dt(now: float) -> datetime.datetime:
@@ -119,21 +148,27 @@ def request_context(req: HttpRequest, ident: Identity, now: float, extra: dict[s
     return ctx
 
 
-def allowed(ident: Identity, action: str, resource: str, context: dict[str, Any]) -> bool:
+def allowed(ident: Identity, action: str, resource: str, context: dict[str, Any], *,
+            with_bucket_policy: bool = True) -> bool:
     start = time.perf_counter()
-    decision = evaluate(ident.context.policies, action=action, resource=resource, context=context)
+    policies = ident.context.policies
+    if with_bucket_policy and ident.bucket_policy is not None:
+        policies = (*policies, ident.bucket_policy)
+    decision = evaluate(policies, action=action, resource=resource, context=context,
+                        principal=ident.context.user_arn)
     if ident.observe_eval is not None:
         ident.observe_eval(time.perf_counter() - start)
     return decision is Decision.ALLOW
 
 
-def require(ident: Identity, action: str, resource: str, context: dict[str, Any]) -> None:
-    if not allowed(ident, action, resource, context):
+def require(ident: Identity, action: str, resource: str, context: dict[str, Any], *,
+            with_bucket_policy: bool = True) -> None:
+    if not allowed(ident, action, resource, context, with_bucket_policy=with_bucket_policy):
         raise S3Error("AccessDenied", f"User {ident.context.user_arn} is not authorized to perform {action} on {resource}.")
 
 
 def authorize_s3(op: str, bucket: str | None, ident: Identity, req: HttpRequest, *, region: str,
-                 account: str, now: float) -> None:
+                 account: str, now: float, key: str | None = None) -> None:
     """Check an S3 operation (bucket-level or object-level) for this identity."""
     if bucket is None:
         action = "s3express:ListAllMyDirectoryBuckets" if op == "ListDirectoryBuckets" else "s3:ListAllMyBuckets"
@@ -146,15 +181,29 @@ def authorize_s3(op: str, bucket: str | None, ident: Identity, req: HttpRequest,
             raise S3Error("AccessDenied", "The session token is for another bucket.")
         if ident.session.mode == "ReadOnly" and op not in READ_ONLY_OPS:
             raise S3Error("AccessDenied", f"{op} is not allowed in a ReadOnly session.")
+    if not is_directory_bucket_name(bucket):
+        if op == "CreateSession":
+            raise S3Error("InvalidRequest", "CreateSession is only for directory buckets (<base>--<zone-id>--x-s3).")
+        if ident.session is not None:
+            raise S3Error("AccessDenied", "Session credentials are only for directory buckets.")
+        action, on_object = GP_ACTIONS.get(op, ("s3:" + op, False))
+        resource = object_arn(region, account, bucket, key) if on_object and key is not None else arn
+        require(ident, action, resource, request_context(req, ident, now),
+                with_bucket_policy=op not in POLICY_OPS)
+        return
     if op in CONTROL_ACTIONS:
-        require(ident, CONTROL_ACTIONS[op], arn, request_context(req, ident, now))
+        require(ident, CONTROL_ACTIONS[op], arn, request_context(req, ident, now),
+                with_bucket_policy=op not in POLICY_OPS)
         return
     if ident.session is None and op != "CreateSession":
-        if is_directory_bucket_name(bucket):
-            require(ident, "s3express:CreateSession", arn,
-                    request_context(req, ident, now, {"s3express:SessionMode": mode}))
-        else:
-            require(ident, "s3:" + op, arn, request_context(req, ident, now))
+        require(ident, "s3express:CreateSession", arn,
+                request_context(req, ident, now, {"s3express:SessionMode": mode}))
+
+
+def object_allowed(ident: Identity, action: str, bucket: str, key: str, req: HttpRequest, *, region: str,
+                   account: str, now: float) -> bool:
+    """A per-object check on a general-purpose bucket (e.g. each key of DeleteObjects)."""
+    return allowed(ident, action, object_arn(region, account, bucket, key), request_context(req, ident, now))
 
 
 def kms_permitted(ident: Identity, key_arn: str, req: HttpRequest, now: float) -> bool:
