@@ -91,6 +91,23 @@ def parse_auth(req: HttpRequest) -> sigv4.AuthRequest | None:
         raise S3Error(exc.code, exc.message) from None
 
 
+def presigned_valid_until(auth: sigv4.AuthRequest, session: sessions.Session | None) -> float:
+    """When a presigned URL stops working: X-Amz-Date + X-Amz-Expires, and never after the
+    expiry of the session whose token it carries (boto3 presigns for an hour by default with
+    5-minute session credentials: the URL dies with its session)."""
+    when = datetime.datetime.strptime(auth.amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    until = when.timestamp() + (auth.expires_s or 0)
+    return min(until, session.expires) if session is not None else until
+
+
+def check_presigned_expiry(auth: sigv4.AuthRequest, session: sessions.Session | None, now: float) -> None:
+    """Raises AccessDenied ("Request has expired", as S3) once ``presigned_valid_until`` is past."""
+    until = presigned_valid_until(auth, session)
+    if now >= until:
+        why = "its session expired" if session is not None and session.expires <= until else "X-Amz-Expires passed"
+        raise S3Error("AccessDenied", f"Request has expired ({why}).")
+
+
 async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend: Backend, *,
                        session_key: bytes, now: float, max_skew_s: int,
                        body_sha256: str | None = None,
@@ -110,17 +127,18 @@ async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend
         if not auth.presigned and "x-amz-s3session-token" not in auth.signed_headers:
             raise S3Error("AccessDenied", "The x-amz-s3session-token header must be signed.")
         try:
-            session = sessions.open_token(session_key, auth.session_token, now=now)
+            # a presigned URL's expiry is judged as a whole below (presigned_valid_until)
+            session = sessions.open_token(session_key, auth.session_token, now=None if auth.presigned else now)
         except sessions.SessionError as exc:
             raise S3Error(exc.code, exc.message) from None
+        if auth.presigned:
+            check_presigned_expiry(auth, session, now)
         if session.access_key_id != auth.access_key_id:
             raise S3Error("InvalidAccessKeyId", "The access key does not match the session token.")
         secret = sessions.session_secret(session_key, session)
         ctx = await backend.auth_context(session.iam_access_key_id)
         if ctx is None or not ctx.active:
             raise S3Error("AccessDenied", "The credentials that created this session are no longer valid.")
-        # a presigned URL is valid for min(X-Amz-Expires, session expiry): check_request_time
-        # enforced the former, open_token the latter
     else:
         ctx = await backend.auth_context(auth.access_key_id)
         if ctx is None or not ctx.active:
