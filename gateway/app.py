@@ -159,7 +159,7 @@ class Gateway:
             body, digest = await self._read_body(req, auth)
         ident = await authenticate(req, auth, self.backend, session_key=self.session_key, now=now,
                                    max_skew_s=self.cfg.max_clock_skew_s, body_sha256=digest,
-                                   observe_eval=self.m.iam_eval.observe)
+                                   observe_eval=self.m.iam_eval.observe, own_hosts=self.own_hosts)
         region, account = self.cfg.region, self.cfg.account_id
         op = route.operation
         if op == "KmsJson":

@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import sessions, sigv4
+from gateway import sessions, sigv2, sigv4
 from gateway.backend import AuthContext, Backend
 from gateway.errors import S3Error
 from gateway.http import HttpRequest
+from gateway.routing import bucket_from_host
 from proto.names import bucket_arn, is_directory_bucket_name, object_arn
 from proto.policy import Decision, Policy, evaluate
 
@@ -86,9 +87,37 @@ def _now_dt(now: float) -> datetime.datetime:
 
 def parse_auth(req: HttpRequest) -> sigv4.AuthRequest | None:
     try:
+        if req.header("authorization") is None:
+            v2 = sigv2.parse_presigned(req.target)
+            if v2 is not None:
+                expires = datetime.datetime.fromtimestamp(min(v2.expires, 253402300799), datetime.timezone.utc)
+                stamp = expires.strftime("%Y%m%dT%H%M%SZ")
+                return sigv4.AuthRequest(
+                    access_key_id=v2.access_key_id, date=stamp[:8], region="", service="s3", signed_headers=(),
+                    signature=v2.signature, amz_date=stamp, presigned=True, expires_s=v2.expires,
+                    session_token=None, security_token=None, payload_hash=sigv4.UNSIGNED_PAYLOAD, version=2)
         return sigv4.parse_request_auth(req.method, req.target, req.headers)
-    except sigv4.SigV4Error as exc:
+    except (sigv4.SigV4Error, sigv2.SigV2Error) as exc:
         raise S3Error(exc.code, exc.message) from None
+
+
+async def _authenticate_v2(req: HttpRequest, auth: sigv4.AuthRequest, backend: Backend, *, now: float,
+                           own_hosts: frozenset[str]) -> Identity:
+    """A SigV2 presigned URL (general-purpose buckets; IAM keys only)."""
+    try:
+        sigv2.check_expires(sigv2.PresignedV2(auth.access_key_id, auth.expires_s or 0, auth.signature), now)
+    except sigv2.SigV2Error as exc:
+        raise S3Error(exc.code, exc.message) from None
+    ctx = await backend.auth_context(auth.access_key_id)
+    if ctx is None or not ctx.active:
+        raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+    vhost = bucket_from_host(req.header("host") or "", own_hosts)
+    text = sigv2.string_to_sign(req.method, req.target, req.headers, bucket_prefix=f"/{vhost}" if vhost else "")
+    try:
+        sigv2.verify(ctx.secret, text, auth.signature)
+    except sigv2.SigV2Error as exc:
+        raise S3Error(exc.code, exc.message) from None
+    return Identity(auth, b"", ctx, None)
 
 
 def presigned_valid_until(auth: sigv4.AuthRequest, session: sessions.Session | None) -> float:
@@ -111,10 +140,13 @@ def check_presigned_expiry(auth: sigv4.AuthRequest, session: sessions.Session | 
 async def authenticate(req: HttpRequest, auth: sigv4.AuthRequest | None, backend: Backend, *,
                        session_key: bytes, now: float, max_skew_s: int,
                        body_sha256: str | None = None,
-                       observe_eval: Callable[[float], None] | None = None) -> Identity:
+                       observe_eval: Callable[[float], None] | None = None,
+                       own_hosts: frozenset[str] = frozenset()) -> Identity:
     """Verify the request's signature; raise S3Error with the AWS code otherwise."""
     if auth is None:
         raise S3Error("AccessDenied", "Anonymous requests are not allowed.")
+    if auth.version == 2:
+        return await _authenticate_v2(req, auth, backend, now=now, own_hosts=own_hosts)
     try:
         sigv4.check_request_time(auth, _now_dt(now), max_skew_s=max_skew_s)
     except sigv4.SigV4Error as exc:
@@ -199,6 +231,8 @@ def authorize_s3(op: str, bucket: str | None, ident: Identity, req: HttpRequest,
             raise S3Error("AccessDenied", "The session token is for another bucket.")
         if ident.session.mode == "ReadOnly" and op not in READ_ONLY_OPS:
             raise S3Error("AccessDenied", f"{op} is not allowed in a ReadOnly session.")
+    if ident.auth.version == 2 and is_directory_bucket_name(bucket):
+        raise S3Error("InvalidRequest", "Directory buckets require AWS4-HMAC-SHA256 (Signature Version 4).")
     if not is_directory_bucket_name(bucket):
         if op == "CreateSession":
             raise S3Error("InvalidRequest", "CreateSession is only for directory buckets (<base>--<zone-id>--x-s3).")

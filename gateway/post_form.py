@@ -13,7 +13,8 @@ Theory of operation (policy). The ``policy`` field is base64 JSON ``{"expiration
 "conditions": [...]}``. A condition is ``{"field": "value"}`` (exact match), ``["eq", "$field",
 "value"]``, ``["starts-with", "$field", "prefix"]`` (``""`` matches anything) or
 ``["content-length-range", min, max]``. Field names compare case-insensitively. Every form field
-except ``policy``, ``x-amz-signature``, ``file`` and ``x-ignore-*`` must be covered by a
+except ``policy``, ``x-amz-signature``, ``file``, ``x-ignore-*`` (and SigV2's
+``AWSAccessKeyId``, ``signature``) must be covered by a
 condition (S3's rule), and every condition must hold. ``check_policy`` returns the
 content-length range, which can only be checked once the file has streamed through.
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 MAX_PART_HEADER_BYTES = 8 * 1024
 MAX_PARTS = 64
-_EXEMPT = frozenset({"policy", "x-amz-signature", "file"})
+_EXEMPT = frozenset({"policy", "x-amz-signature", "file", "awsaccesskeyid", "signature"})  # (the last two: SigV2)
 
 
 class FormError(Exception):

@@ -2,8 +2,8 @@
 
 ``POST /<bucket>`` with a multipart/form-data body. The fields before the ``file`` part carry
 the authentication (``x-amz-algorithm``, ``x-amz-credential``, ``x-amz-date``,
-``x-amz-signature``, optionally ``x-amz-s3session-token`` from CreateSession) and the base64
-policy document; they are buffered (at most ``MAX_PRE_DATA_BYTES``,
+``x-amz-signature``, optionally ``x-amz-s3session-token`` from CreateSession; or SigV2's
+``AWSAccessKeyId`` and ``signature`` on general-purpose buckets) and the base64 policy document; they are buffered (at most ``MAX_PRE_DATA_BYTES``,
 ``MaxPostPreDataLengthExceeded``), and the request is authenticated and authorized before a byte
 of the file is read:
 
@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode
 import h11
 import trio
 
-from gateway import sessions, sigv4
+from gateway import sessions, sigv2, sigv4
 from gateway.auth import Identity, authorize_s3
 from gateway.backend import Backend
 from gateway.errors import S3Error
@@ -123,12 +123,29 @@ def _need(fields: dict[str, str], name: str) -> str:
     return value
 
 
+async def _authenticate_v2(fields: dict[str, str], backend: Backend, *, now: float) -> Identity:
+    """A SigV2 form (boto3's default config for a general-purpose bucket): signature =
+    base64(HMAC-SHA1(secret, policy base64)); IAM keys only (refused on directory buckets)."""
+    akid, policy_b64, signature = _need(fields, "awsaccesskeyid"), _need(fields, "policy"), _need(fields, "signature")
+    ctx = await backend.auth_context(akid)
+    if ctx is None or not ctx.active:
+        raise S3Error("InvalidAccessKeyId")
+    try:
+        sigv2.verify(ctx.secret, policy_b64, signature)
+    except sigv2.SigV2Error as exc:
+        raise S3Error(exc.code, exc.message) from None
+    auth = sigv4.AuthRequest(access_key_id=akid, date="", region="", service="s3", signed_headers=(),
+                             signature=signature, amz_date="", presigned=True, expires_s=None, session_token=None,
+                             security_token=None, payload_hash=sigv4.UNSIGNED_PAYLOAD, version=2)
+    return Identity(auth, b"", ctx, None)
+
+
 async def _authenticate(req: HttpRequest, fields: dict[str, str], backend: Backend, *, session_key: bytes,
                         now: float) -> Identity:
     if "policy" not in fields and "x-amz-signature" not in fields:
         raise S3Error("AccessDenied", "Anonymous uploads are not allowed.")
     if "awsaccesskeyid" in fields or "signature" in fields:
-        raise S3Error("InvalidRequest", "Signature Version 2 is not supported; use AWS4-HMAC-SHA256.")
+        return await _authenticate_v2(fields, backend, now=now)
     algorithm = _need(fields, "x-amz-algorithm")
     if algorithm != sigv4.ALGORITHM:
         raise S3Error("InvalidArgument", "x-amz-algorithm must be AWS4-HMAC-SHA256.",

@@ -10,10 +10,12 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
 import pytest
+import urllib3
 from botocore.exceptions import ClientError
 
 from tests.cluster.conftest import client
@@ -27,9 +29,18 @@ def code(exc_info) -> str:
     return exc_info.value.response["Error"]["Code"]
 
 
+CLIENTS: dict[str, object] = {}
+
+
 @pytest.fixture(scope="module", params=["default", "s3v4"])
 def s3(cluster, request):
-    return client(cluster, "s3") if request.param == "default" else client(cluster, "s3", signature_version="s3v4")
+    c = client(cluster, "s3") if request.param == "default" else client(cluster, "s3", signature_version="s3v4")
+    CLIENTS[request.param] = c
+    return c
+
+
+def default_client(c):
+    return CLIENTS.get("default")
 
 
 def test_bucket_lifecycle_and_names(cluster, s3):
@@ -62,7 +73,6 @@ def test_bucket_lifecycle_and_names(cluster, s3):
 
 
 def test_objects_md5_etags_and_listings(cluster, s3):
-    s3v4 = client(cluster, "s3", signature_version="s3v4")
     name = f"gp-objects-{id(s3) % 10000}"
     s3.create_bucket(Bucket=name)
     keys = ["a-1", "a-2", "a-b-1", "b-1", "c/x", "c/y/z", "d"]
@@ -100,9 +110,26 @@ def test_objects_md5_etags_and_listings(cluster, s3):
     assert done["ETag"].endswith('-2"')
     s3.copy_object(Bucket=name, Key="d-copy", CopySource={"Bucket": name, "Key": "d"})
     assert s3.get_object(Bucket=name, Key="d-copy")["Body"].read() == b"ddd"
-    url = s3v4.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "b-1"}, ExpiresIn=60)
+    # presigned GET/PUT and POST forms: SigV2 with the default config, SigV4 with s3v4
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "b-1"}, ExpiresIn=60)
+    assert ("Signature=" in url) and (("X-Amz-Signature=" in url) == (s3 is not default_client(s3)))
     with urllib.request.urlopen(url) as resp:
         assert resp.read() == b"b-1" * 3
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("b-1", "a-1"))
+    assert e.value.code == 403 and b"SignatureDoesNotMatch" in e.value.read()
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": name, "Key": "presigned-put"}, ExpiresIn=60)
+    req = urllib.request.Request(put_url, data=b"via url", method="PUT", headers={"Content-Type": ""})
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 200
+    assert s3.get_object(Bucket=name, Key="presigned-put")["Body"].read() == b"via url"
+    form = s3.generate_presigned_post(name, "posted/${filename}", ExpiresIn=60)
+    body, ctype = urllib3.encode_multipart_formdata([*form["fields"].items(), ("file", ("p.txt", b"posted"))])
+    with urllib.request.urlopen(urllib.request.Request(form["url"], data=body, method="POST",
+                                                       headers={"Content-Type": ctype})) as resp:
+        assert resp.status == 204
+    assert s3.get_object(Bucket=name, Key="posted/p.txt")["Body"].read() == b"posted"
+    s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": "presigned-put"}, {"Key": "posted/p.txt"}]})
     everything = [o["Key"] for p in pages for o in p["Contents"]] + ["mp", "d-copy"]
     r = s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": k} for k in everything]})
     assert len(r["Deleted"]) == len(everything) and not r.get("Errors")
