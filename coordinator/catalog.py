@@ -1,13 +1,17 @@
-"""The bucket catalog: create, look up, list and delete directory buckets; their encryption.
+"""The bucket catalog: create, look up, list and delete buckets; their encryption and policy.
 
 Responsibility
 --------------
 Apply the bucket rules of docs/rpc.md over the store, the membership and the KMS:
 
-- names: AWS directory-bucket names ``<base>--<zone>--x-s3``; general-purpose names are
-  refused for now (``InvalidBucketName``);
-- zones: a zone exists when it is configured or a node registered in it; the name's zone must
-  exist and equal the ``zone`` argument if one is given (``InvalidLocationConstraint``);
+- names: AWS directory-bucket names ``<base>--<zone>--x-s3`` (type ``Directory``), or AWS
+  general-purpose names (type ``GeneralPurpose``), anything else is ``InvalidBucketName``;
+- zones: a zone exists when it is configured or a node registered in it; a directory bucket's
+  zone is the one in its name, which must exist and equal the ``zone`` argument if one is given
+  (``InvalidLocationConstraint``); a general-purpose bucket goes to the cluster's default zone
+  (``default_zone``, the first configured zone unless set);
+- policy: an optional bucket policy (``proto.bucket_policy`` rules, ``MalformedPolicy``), stored
+  with the record and shipped with it, so the gateways evaluate it from their bucket cache;
 - placement: ``replicas`` distinct live nodes of the zone (``coordinator.placement``), or
   ``InsufficientCapacity``;
 - keys: every bucket starts with SSE-S3 (``AES256``) and a bucket key wrapped under the managed
@@ -35,6 +39,8 @@ from coordinator import placement
 from coordinator.kms_client import KmsApi
 from coordinator.membership import Membership
 from coordinator.store import BucketKey, BucketRecord, NoSuchRow, SqliteStore, VersionMismatch
+from proto.bucket_policy import validate_bucket_policy
+from proto.policy import MalformedPolicy
 from proto.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from proto.names import (
     InvalidName,
@@ -70,13 +76,16 @@ class Catalog:
         rng: random.Random | None = None,
         observe_placement: Callable[[str], None] | None = None,
         observe_bucket_counts: Callable[[Mapping[str, int]], None] | None = None,
+        default_zone: str | None = None,
     ) -> None:
         self._store = store
         self._membership = membership
         self._kms = kms
         self._region = region
         self._account = account_id
+        zones = list(zones)
         self._configured_zones = frozenset(zones)
+        self._default_zone = default_zone or (zones[0] if zones else None)
         self._replicas = replicas
         self._clock = clock
         self._rng = rng or secrets.SystemRandom()
@@ -105,7 +114,7 @@ class Catalog:
             "bucket_key_enabled": b.bucket_key_enabled,
             "keys": [{"gen": k.gen, "kms_key_arn": k.kms_key_arn, "wrapped": k.wrapped} for k in b.keys],
             "active_gen": b.active_gen, "replicas": replicas, "epoch": b.epoch, "version": b.version,
-            "syncing": list(b.syncing),
+            "syncing": list(b.syncing), "policy": b.policy,
         }
 
     async def get_bucket(self, name: str) -> BucketRecord:
@@ -123,7 +132,7 @@ class Catalog:
 
     # -- changes ---------------------------------------------------------------------------
     async def create_bucket(self, name: str, owner: str, zone: str | None = None) -> BucketRecord:
-        """Create a directory bucket; see the module docstring for the rules.
+        """Create a directory or general-purpose bucket; see the module docstring for the rules.
 
         Raises:
             InvalidRequest: ``InvalidBucketName``, ``InvalidLocationConstraint``.
@@ -132,6 +141,14 @@ class Catalog:
             RpcError: KMS errors, passed through.
         """
         name_zone = _directory_zone(name)
+        kind = "Directory"
+        if name_zone is None:  # general-purpose: the cluster's default zone
+            kind = "GeneralPurpose"
+            if self._default_zone is None:
+                raise InvalidRequest("this cluster has no default zone for general-purpose buckets "
+                                     "(set default_zone or zones in the coordinator's config)",
+                                     kind="InvalidLocationConstraint")
+            name_zone = self._default_zone
         if zone is not None and zone != name_zone:
             raise InvalidRequest(f"the location {zone!r} does not match the zone {name_zone!r} "
                                  f"of the bucket name", kind="InvalidLocationConstraint")
@@ -149,7 +166,7 @@ class Catalog:
                 managed, {CONTEXT_KEY: arn}, BUCKET_KEY_BYTES)
             record = BucketRecord(
                 name=name, bucket_id=self._rng.randbytes(16), zone=name_zone, owner=owner,
-                created=self._clock(), type="Directory", sse_algorithm=SSE_S3, kms_key_arn=None,
+                created=self._clock(), type=kind, sse_algorithm=SSE_S3, kms_key_arn=None,
                 bucket_key_enabled=True, keys=(BucketKey(1, key_arn, wrapped),), active_gen=1,
                 replicas=nodes, epoch=1, version=1)
             existing = await trio.to_thread.run_sync(self._store.insert_bucket, record)
@@ -269,14 +286,48 @@ class Catalog:
                  name, SSE_KMS, cmk_arn, gen)
         return updated
 
+    async def put_bucket_policy(self, name: str, document: str) -> BucketRecord:
+        """Store the bucket's policy (replacing any).
 
-def _directory_zone(name: str) -> str:
-    """The zone of a valid directory-bucket name, or InvalidBucketName."""
+        Raises:
+            NotFound: ``NoSuchBucket``.  InvalidRequest: ``MalformedPolicy``.
+        """
+        await self.get_bucket(name)  # NoSuchBucket before MalformedPolicy, as S3 answers
+        try:
+            validate_bucket_policy(document, self.arn(name))
+        except MalformedPolicy as exc:
+            raise InvalidRequest(str(exc), kind="MalformedPolicy") from None
+        return await self._set_policy(name, document)
+
+    async def delete_bucket_policy(self, name: str) -> BucketRecord:
+        """Remove the bucket's policy (no error when it has none, as S3). Raises NotFound."""
+        return await self._set_policy(name, None)
+
+    async def _set_policy(self, name: str, document: str | None) -> BucketRecord:
+        async with self._lock:
+            record = await self.get_bucket(name)
+            if record.policy == document:
+                return record
+            updated = replace(record, policy=document, version=record.version + 1)
+            try:
+                await trio.to_thread.run_sync(
+                    lambda: self._store.update_bucket(updated, expected_version=record.version))
+            except NoSuchRow:
+                raise NotFound(f"the bucket {name} does not exist", kind="NoSuchBucket") from None
+            except VersionMismatch as exc:
+                raise Conflict(f"concurrent update of bucket {name}: {exc}",
+                               kind="OperationAborted", retryable=True) from None
+        log.info("event=bucket_policy_%s bucket=%s", "set" if document else "deleted", name)
+        return updated
+
+
+def _directory_zone(name: str) -> str | None:
+    """The zone of a valid directory-bucket name, None for a valid general-purpose name, or
+    InvalidBucketName."""
     try:
         if not is_directory_bucket_name(name):
             validate_general_bucket_name(name)
-            raise InvalidRequest("general-purpose buckets are not supported yet; use a directory "
-                                 "bucket name <base>--<zone-id>--x-s3", kind="InvalidBucketName")
+            return None
         _, zone = validate_directory_bucket_name(name)
     except InvalidName as exc:
         raise InvalidRequest(exc.message, kind="InvalidBucketName") from None

@@ -7,6 +7,7 @@ Example::
     data_dir = "/var/lib/onezone/coordinator"
     kms = "kms.internal:7000"
     zones = ["use1-az4"]
+    default_zone = "use1-az4"   # where general-purpose buckets go (default: the first of zones)
     replicas = 3
     [tls]
     ca = "certs/ca.pem"
@@ -32,6 +33,7 @@ class CoordinatorConfig(DaemonConfig):
     data_dir: Path
     kms: Endpoint
     zones: list[str] = field(default_factory=list)
+    default_zone: str | None = None  # general-purpose buckets' zone; None = the first of ``zones``
     replicas: int = 3
     min_replicas: int = 2  # a failed replica leaves its set only while this many copies remain
     heartbeat_interval_s: float = 2.0
@@ -52,6 +54,8 @@ class CoordinatorConfig(DaemonConfig):
                 raise ValueError(f"zones: {e.message}") from None
         if len(set(self.zones)) != len(self.zones):
             raise ValueError("zones: duplicate zone id")
+        if self.default_zone is not None and self.default_zone not in self.zones:
+            raise ValueError("default_zone must be one of zones")
         if not 1 <= self.replicas <= 16:
             raise ValueError("replicas must be between 1 and 16")
         if not 1 <= self.min_replicas <= 16:

@@ -128,7 +128,7 @@ async def serve(
             catalog = Catalog(store=store, membership=membership, kms=kms, region=cfg.region,
                               account_id=cfg.account_id, zones=cfg.zones, replicas=cfg.replicas,
                               clock=clock, rng=rng, observe_placement=cm.placement,
-                              observe_bucket_counts=cm.bucket_counts)
+                              observe_bucket_counts=cm.bucket_counts, default_zone=cfg.default_zone)
             await catalog.refresh_counts()
             iam = Iam(store=store, kms=kms, account_id=cfg.account_id, clock=clock,
                       secret_cache_s=cfg.iam_secret_cache_s, rng=rng)

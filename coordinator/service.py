@@ -35,6 +35,8 @@ ACL: dict[str, tuple[str, ...]] = {
     "PutBucketEncryption": _ADMINS,
     "ReportReplicaFailure": (_NODES,),
     "AddReplica": ("admin",),
+    "PutBucketPolicy": _ADMINS,
+    "DeleteBucketPolicy": _ADMINS,
     "CreateUser": _ADMINS,
     "GetUser": _ADMINS,
     "ListUsers": _ADMINS,
@@ -192,6 +194,18 @@ class CoordinatorService:
         a = _Args(call, "InvalidArgument", required=("name",), optional=("node_id",))
         record = await self._sets().add_replica(name=a.str("name", max_len=255), node_id=a.str("node_id", max_len=128))
         return {"bucket": record}
+
+    async def PutBucketPolicy(self, call: Call) -> dict[str, Any]:
+        a = _Args(call, "InvalidArgument", required=("name", "policy"))
+        name = a.str("name", max_len=255)
+        document = a.str("policy", max_len=MAX_POLICY_TEXT)
+        record = await self._catalog.put_bucket_policy(name, document)
+        return {"bucket": self._catalog.to_wire(record)}
+
+    async def DeleteBucketPolicy(self, call: Call) -> dict[str, Any]:
+        a = _Args(call, "InvalidArgument", required=("name",))
+        record = await self._catalog.delete_bucket_policy(a.str("name", max_len=255))
+        return {"bucket": self._catalog.to_wire(record)}
 
     # -- IAM -------------------------------------------------------------------------------
     def _user(self, a: _Args, name: str = "user_name") -> str:

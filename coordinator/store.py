@@ -45,7 +45,7 @@ from coordinator.store_errors import (  # noqa: F401  (re-exported: the store's 
 from coordinator.store_iam import IAM_SCHEMA_V2, IamEntityTables
 from coordinator.store_lifecycle import LIFECYCLE_SCHEMA_V2, LifecycleTables
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE nodes (
@@ -105,7 +105,8 @@ CREATE TABLE user_policies (
 
 # version -> SQL that upgrades a database from (version - 1). A new database is created at
 # version 1 and migrated, so every database goes through the same statements.
-_MIGRATIONS: dict[int, str] = {2: IAM_SCHEMA_V2 + LIFECYCLE_SCHEMA_V2}
+_MIGRATIONS: dict[int, str] = {2: IAM_SCHEMA_V2 + LIFECYCLE_SCHEMA_V2,
+                               3: "ALTER TABLE buckets ADD COLUMN policy TEXT"}  # bucket policy (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class BucketRecord:
     epoch: int
     version: int
     syncing: tuple[str, ...] = ()  # replicas of this epoch still being copied to (not yet in sync)
+    policy: str | None = None  # the bucket policy document (JSON text), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,31 +445,32 @@ def _statements(script: str) -> list[str]:
 def _get_bucket(db: _Cursorish, name: str) -> BucketRecord | None:
     row = db.execute(
         "SELECT name, bucket_id, zone, owner, created, type, sse_algorithm, kms_key_arn, "
-        "bucket_key_enabled, active_gen, replicas, epoch, version, syncing FROM buckets WHERE name = ?",
+        "bucket_key_enabled, active_gen, replicas, epoch, version, syncing, policy FROM buckets WHERE name = ?",
         (name,)).fetchone()
     if row is None:
         return None
     keys = tuple(BucketKey(gen, arn, bytes(wrapped)) for gen, arn, wrapped in db.execute(
         "SELECT gen, kms_key_arn, wrapped FROM bucket_keys WHERE bucket_id = ? ORDER BY gen", (row[1],)))
     (name, bucket_id, zone, owner, created, typ, sse, kms_arn, bke, active_gen, replicas, epoch,
-     version, syncing) = row
+     version, syncing, policy) = row
     return BucketRecord(name=name, bucket_id=bytes(bucket_id), zone=zone, owner=owner, created=created,
                         type=typ, sse_algorithm=sse, kms_key_arn=kms_arn, bucket_key_enabled=bool(bke),
                         keys=keys, active_gen=active_gen, replicas=tuple(json.loads(replicas)),
-                        epoch=epoch, version=version, syncing=tuple(json.loads(syncing)))
+                        epoch=epoch, version=version, syncing=tuple(json.loads(syncing)), policy=policy)
 
 
 def _write_bucket(db: _Cursorish, b: BucketRecord, *, insert: bool) -> None:
     values = (b.zone, b.owner, b.created, b.type, b.sse_algorithm, b.kms_key_arn,
               int(b.bucket_key_enabled), b.active_gen, json.dumps(list(b.replicas)), b.epoch, b.version,
-              json.dumps(list(b.syncing)))
+              json.dumps(list(b.syncing)), b.policy)
     if insert:
         db.execute("INSERT INTO buckets (name, bucket_id, zone, owner, created, type, sse_algorithm, "
-                   "kms_key_arn, bucket_key_enabled, active_gen, replicas, epoch, version, syncing) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (b.name, b.bucket_id, *values))
+                   "kms_key_arn, bucket_key_enabled, active_gen, replicas, epoch, version, syncing, policy) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (b.name, b.bucket_id, *values))
     else:
         db.execute("UPDATE buckets SET zone=?, owner=?, created=?, type=?, sse_algorithm=?, kms_key_arn=?, "
-                   "bucket_key_enabled=?, active_gen=?, replicas=?, epoch=?, version=?, syncing=? WHERE name = ?",
+                   "bucket_key_enabled=?, active_gen=?, replicas=?, epoch=?, version=?, syncing=?, policy=? "
+                   "WHERE name = ?",
                    (*values, b.name))
     for key in b.keys:
         db.execute("INSERT INTO bucket_keys VALUES (?, ?, ?, ?) ON CONFLICT (bucket_id, gen) DO NOTHING",

@@ -14,10 +14,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
-from gateway import iam_api, kms_api, routing, s3_buckets, s3_extra, s3_lists, s3_objects
+from gateway import (iam_api, kms_api, routing, s3_bucket_config, s3_buckets, s3_extra, s3_lists, s3_objects,
+                     s3_post)
 from gateway.audit import AuditFile
 from gateway.auth import authenticate, authorize_s3, parse_auth
 from gateway.backend import Backend, s3_error
@@ -116,11 +118,16 @@ class Gateway:
     async def _dispatch(self, req: HttpRequest, auth: Any, route: routing.Route, request_id: str) -> HttpResponse:
         now = self.clock()
         body, digest = b"", EMPTY_SHA256
+        if route.operation == "PostObject":  # a browser form: the authentication is in the body
+            assert route.bucket is not None
+            return await s3_post.post_object(req, self.backend, route.bucket, session_key=self.session_key, now=now,
+                                             region=self.cfg.region, account=self.cfg.account_id,
+                                             max_object_bytes=self.cfg.max_object_bytes)
         if route.operation in BODY_OPS:
             body, digest = await self._read_body(req, auth)
         ident = await authenticate(req, auth, self.backend, session_key=self.session_key, now=now,
                                    max_skew_s=self.cfg.max_clock_skew_s, body_sha256=digest,
-                                   observe_eval=self.m.iam_eval.observe)
+                                   observe_eval=self.m.iam_eval.observe, own_hosts=self.own_hosts)
         facts_var.get().identity = ident
         region, account = self.cfg.region, self.cfg.account_id
         op = route.operation
@@ -129,7 +136,12 @@ class Gateway:
         if op == "IamQuery":
             return await iam_api.iam_query(req, ident, body, self.backend, account=account, now=now,
                                             request_id=request_id)
-        authorize_s3(op, route.bucket, ident, req, region=region, account=account, now=now)
+        if route.bucket is not None and op not in ("CreateBucket", "CreateSession"):
+            ident = replace(ident, bucket_policy=self.backend.bucket_policy(await self.backend.bucket(route.bucket)))
+        elif op == "CreateSession":  # fresh: a policy change must take effect on the next session
+            ident = replace(ident, bucket_policy=self.backend.bucket_policy(
+                await self.backend.bucket(route.bucket, fresh=True)))
+        authorize_s3(op, route.bucket, ident, req, region=region, account=account, now=now, key=route.key)
         if op in ("ListDirectoryBuckets", "ListBuckets"):
             return await s3_buckets.list_buckets(req, ident, self.backend, directory=op == "ListDirectoryBuckets",
                                                  region=region, account=account)
@@ -142,6 +154,11 @@ class Gateway:
                 "HeadBucket": s3_buckets.head_bucket, "DeleteBucket": s3_buckets.delete_bucket,
                 "PutBucketEncryption": s3_buckets.put_bucket_encryption,
                 "GetBucketEncryption": s3_buckets.get_bucket_encryption,
+                "DeleteBucketEncryption": s3_bucket_config.delete_bucket_encryption,
+                "PutBucketPolicy": s3_bucket_config.put_bucket_policy,
+                "GetBucketPolicy": s3_bucket_config.get_bucket_policy,
+                "DeleteBucketPolicy": s3_bucket_config.delete_bucket_policy,
+                "GetBucketLocation": s3_bucket_config.get_bucket_location,
             }.get(op)
             if handler is None:
                 return await s3_extra.bucket_op(op, ctx, self.backend, route.query, self.cfg)

@@ -25,6 +25,7 @@ import trio
 
 from gateway.errors import S3Error
 from proto import errors as rpc_errors
+from proto.bucket_policy import validate_bucket_policy
 from proto.policy import Policy, parse_policy
 from proto.rpc import RpcClient, RpcPool
 
@@ -38,6 +39,7 @@ _S3_KINDS = {
     "EntityTooLarge", "EntityTooSmall", "InvalidRange", "InvalidWriteOffset", "TooManyParts",
     "EncryptionTypeMismatch", "InvalidLocationConstraint", "KeyTooLongError", "MetadataTooLarge",
     "AccessDenied", "InvalidPart", "InvalidPartOrder", "NotImplemented", "SlowDown",
+    "MalformedPolicy", "NoSuchBucketPolicy", "OperationAborted",
 }
 _KMS_KINDS = {"DisabledException", "KMSInvalidStateException", "NotFoundException",
               "InvalidCiphertextException", "AccessDeniedException", "KMSInternalException",
@@ -150,6 +152,7 @@ class Backend:
         self.kms: RpcClient = pool.client(kms[0], kms[1], "kms")
         self._auth = _TtlCache(auth_cache_s, max_stale_s)
         self._buckets = _TtlCache(bucket_cache_s, max_stale_s)
+        self._policies: dict[str, Policy] = {}  # policy text -> parsed
         self.timeout_s = timeout_s
         self.observe_stale = observe_stale or (lambda what: None)
 
@@ -216,6 +219,25 @@ class Backend:
             return self._stale(self._buckets, name, "bucket", exc)
         self._buckets.put(name, r["bucket"])
         return r["bucket"]
+
+    def bucket_policy(self, record: dict[str, Any] | None) -> Policy | None:
+        """The parsed policy of a bucket record (parsed once per distinct text, bounded)."""
+        text = (record or {}).get("policy")
+        if not text:
+            return None
+        policy = self._policies.get(text)
+        if policy is None:
+            try:
+                policy = validate_bucket_policy(text, record["arn"])
+            except ValueError:
+                # the coordinator validated it: a policy it stored but we cannot read must not
+                # silently allow or deny; refuse requests on the bucket instead
+                log.error("event=bad_stored_bucket_policy bucket=%s", record.get("name"))
+                raise rpc_errors.Internal("the bucket's stored policy cannot be parsed") from None
+            if len(self._policies) >= 1000:
+                self._policies.pop(next(iter(self._policies)))
+            self._policies[text] = policy
+        return policy
 
     def remember_bucket(self, record: dict[str, Any]) -> None:
         self._buckets.put(record["name"], record)

@@ -68,6 +68,23 @@ _TABLE: dict[str, tuple[int, str]] = {
         "and X-Amz-Expires parameters.",
     ),
     "MissingSecurityHeader": (400, "Your request is missing a required header."),
+    # --- browser-based uploads (POST Object) -----------------------------------
+    "InvalidPolicyDocument": (
+        400,
+        "The content of the form does not meet the conditions specified in the policy document.",
+    ),
+    "MaxPostPreDataLengthExceeded": (
+        400,
+        "Your POST request fields preceding the upload file were too large.",
+    ),
+    "IncorrectNumberOfFilesInPostRequest": (
+        400,
+        "POST requires exactly one file upload per request.",
+    ),
+    "MalformedPOSTRequest": (
+        400,
+        "The body of your POST request is not well-formed multipart/form-data.",
+    ),
     # --- missing resources -------------------------------------------------
     "NoSuchBucket": (404, "The specified bucket does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
@@ -77,6 +94,7 @@ _TABLE: dict[str, tuple[int, str]] = {
         "or the upload may have been aborted or completed.",
     ),
     "NoSuchBucketPolicy": (404, "The bucket policy does not exist"),
+    "MalformedPolicy": (400, "Policy has invalid resource"),
     "ServerSideEncryptionConfigurationNotFoundError": (
         404,
         "The server side encryption configuration was not found",
@@ -98,6 +116,15 @@ _TABLE: dict[str, tuple[int, str]] = {
     "InvalidLocationConstraint": (
         400,
         "The specified location-constraint is not valid",
+    ),
+    "IllegalLocationConstraintException": (
+        400,
+        "The location constraint is incompatible for the region specific endpoint this request was sent to.",
+    ),
+    "OperationAborted": (
+        409,
+        "A conflicting conditional operation is currently in progress against "
+        "this resource. Please try again.",
     ),
     "InvalidBucketState": (
         409,

@@ -5,6 +5,7 @@ is not the gateway's own name when virtual-host addressing is configured) names 
 the whole path is the key; otherwise the first path segment is the bucket. Keys are
 percent-decoded from the raw path (never ``+`` -> space).
 
+``POST /bucket`` (no subresource) is a browser-form upload (``PostObject``, ``gateway.s3_post``).
 ``GET /`` is ListDirectoryBuckets when signed for ``s3express`` and ListBuckets when signed for
 ``s3``. ``POST /`` is the AWS KMS JSON protocol (``X-Amz-Target: TrentService.*``) or the IAM
 query protocol (signing service ``iam``).
@@ -69,12 +70,13 @@ _BUCKET_SUBRESOURCES = [
     ("policy", {"PUT": "PutBucketPolicy", "GET": "GetBucketPolicy", "DELETE": "DeleteBucketPolicy"}),
     ("delete", {"POST": "DeleteObjects"}),
     ("uploads", {"GET": "ListMultipartUploads"}),
+    ("location", {"GET": "GetBucketLocation"}),
 ]
 _UNSUPPORTED_SUBRESOURCES = ("acl", "tagging", "versioning", "lifecycle", "website", "cors",
                              "logging", "notification", "replication", "object-lock", "versions",
                              "requestPayment", "accelerate", "analytics", "inventory", "metrics",
                              "ownershipControls", "publicAccessBlock", "intelligent-tiering",
-                             "legal-hold", "retention", "torrent", "restore", "select", "location",
+                             "legal-hold", "retention", "torrent", "restore", "select",
                              "policyStatus", "abac", "annotation", "metadataConfiguration", "metadataTable",
                              "metadataAnnotationTable", "metadataInventoryTable", "metadataJournalTable",
                              "encryption")
@@ -123,7 +125,7 @@ def route(method: str, host: str, target: str, *, service: str | None, x_amz_tar
         for sub in _UNSUPPORTED_SUBRESOURCES:
             if sub in query:
                 raise S3Error("NotImplemented", f"The ?{sub} subresource is not supported by onezone.")
-        ops = {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket",
+        ops = {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket", "POST": "PostObject",
                "GET": "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"}
         if method not in ops:
             raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")

@@ -19,7 +19,13 @@ from gateway.backend import Backend
 from gateway.errors import S3Error
 from gateway.http import HttpRequest, HttpResponse
 from gateway.s3xml import XmlError, parse_create_bucket_configuration, parse_encryption_configuration
-from proto.names import InvalidName, bucket_arn, is_directory_bucket_name, validate_directory_bucket_name
+from proto.names import (
+    InvalidName,
+    bucket_arn,
+    is_directory_bucket_name,
+    validate_directory_bucket_name,
+    validate_general_bucket_name,
+)
 
 XML = ("content-type", "application/xml")
 
@@ -108,7 +114,7 @@ async def create_bucket(ctx: BucketCtx, backend: Backend) -> HttpResponse:
     except XmlError as exc:
         raise S3Error(exc.code, exc.message) from None
     if not is_directory_bucket_name(ctx.bucket):
-        raise S3Error("InvalidBucketName", "Only directory buckets (<base>--<zone-id>--x-s3) are supported.")
+        return await _create_general_bucket(ctx, backend, cfg)
     try:
         _, zone = validate_directory_bucket_name(ctx.bucket)
     except InvalidName as exc:
@@ -123,6 +129,25 @@ async def create_bucket(ctx: BucketCtx, backend: Backend) -> HttpResponse:
     backend.remember_bucket(r["bucket"])
     return HttpResponse(200, [("location", "/" + ctx.bucket),
                               ("x-amz-bucket-arn", r["bucket"]["arn"])])
+
+
+async def _create_general_bucket(ctx: BucketCtx, backend: Backend, cfg: Any) -> HttpResponse:
+    """A general-purpose bucket, in the cluster's default zone (chosen by the coordinator)."""
+    try:
+        validate_general_bucket_name(ctx.bucket)
+    except InvalidName as exc:
+        raise S3Error(exc.code, exc.message) from None
+    if cfg.location_name is not None or cfg.bucket_type is not None or cfg.data_redundancy is not None:
+        raise S3Error("InvalidArgument", "Location and Bucket configuration are only for directory buckets "
+                      "(<base>--<zone-id>--x-s3); a general-purpose bucket takes a LocationConstraint.")
+    # S3: no constraint means us-east-1; a constraint must name the region this endpoint serves
+    if (cfg.location_constraint or "us-east-1") != ctx.region:
+        raise S3Error("IllegalLocationConstraintException",
+                      f"The {cfg.location_constraint or 'unspecified'} location constraint is incompatible "
+                      f"for the region specific endpoint this request was sent to ({ctx.region}).")
+    r = await backend.coord("CreateBucket", {"name": ctx.bucket, "owner": ctx.ident.context.user_arn})
+    backend.remember_bucket(r["bucket"])
+    return HttpResponse(200, [("location", "/" + ctx.bucket)])
 
 
 async def require_bucket(backend: Backend, name: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from gateway import s3_lists, s3_multipart, s3responses
-from gateway.auth import Identity, kms_permitted, request_context, require
+from gateway.auth import Identity, kms_permitted, object_allowed, request_context, require
 from gateway.backend import Backend
 from gateway.errors import S3Error
 from gateway.http import HttpRequest, HttpResponse
@@ -47,7 +47,12 @@ async def bucket_op(op: str, ctx: Any, backend: Backend, query: dict[str, str], 
         return await s3_lists.list_objects(ctx.req, backend, ctx.bucket, query, account=ctx.account,
                                            v2=op == "ListObjectsV2")
     if op == "DeleteObjects":
-        return await s3_lists.delete_objects(ctx.req, backend, ctx.bucket, ctx.body)
+        may_delete = None
+        if not is_directory_bucket_name(ctx.bucket):  # each key needs s3:DeleteObject on its ARN
+            def may_delete(key: str) -> bool:
+                return object_allowed(ctx.ident, "s3:DeleteObject", ctx.bucket, key, ctx.req, region=ctx.region,
+                                      account=ctx.account, now=ctx.now)
+        return await s3_lists.delete_objects(ctx.req, backend, ctx.bucket, ctx.body, may_delete=may_delete)
     if op == "ListMultipartUploads":
         return await s3_multipart.list_uploads(backend, ctx.bucket, query)
     raise S3Error("NotImplemented", f"{op} is not supported by onezone yet.")
@@ -90,7 +95,7 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     return bucket, key
 
 
-def authorize_source(req: HttpRequest, ident: Identity, bucket: str, *, region: str, account: str,
+def authorize_source(req: HttpRequest, ident: Identity, bucket: str, key: str, *, region: str, account: str,
                      now: float) -> None:
     """Reading the copy source needs the same rights as reading it directly."""
     if ident.session is not None:
@@ -99,11 +104,12 @@ def authorize_source(req: HttpRequest, ident: Identity, bucket: str, *, region: 
                           "buckets with IAM credentials.")
         return
     arn = bucket_arn(region, account, bucket)
+    # (the request's bucket policy is the destination's: the source is judged by IAM alone)
     if is_directory_bucket_name(bucket):
         require(ident, "s3express:CreateSession", arn,
-                request_context(req, ident, now, {"s3express:SessionMode": "ReadOnly"}))
+                request_context(req, ident, now, {"s3express:SessionMode": "ReadOnly"}), with_bucket_policy=False)
     else:
-        require(ident, "s3:GetObject", f"{arn}/*", request_context(req, ident, now))
+        require(ident, "s3:GetObject", f"{arn}/{key}", request_context(req, ident, now), with_bucket_policy=False)
 
 
 def check_copy_conditions(req: HttpRequest, meta: dict[str, Any]) -> None:
@@ -129,7 +135,7 @@ def check_copy_conditions(req: HttpRequest, meta: dict[str, Any]) -> None:
 async def _source(req: HttpRequest, ident: Identity, backend: Backend, copy_source: str, *, now: float,
                   cfg: Any) -> tuple[dict[str, Any], str, dict[str, Any]]:
     src_bucket, src_key = parse_copy_source(copy_source)
-    authorize_source(req, ident, src_bucket, region=cfg.region, account=cfg.account_id, now=now)
+    authorize_source(req, ident, src_bucket, src_key, region=cfg.region, account=cfg.account_id, now=now)
     src_record = await require_bucket(backend, src_bucket)
     if ident.session is None and src_record.get("sse_algorithm") == "aws:kms" and src_record.get("kms_key_arn") \
             and not kms_permitted(ident, src_record["kms_key_arn"], req, now):
@@ -281,7 +287,8 @@ async def get_object_attributes(req: HttpRequest, ident: Identity, backend: Back
             *(node("Part", leaf("PartNumber", n), leaf("Size", p[0]),
                    opt("Checksum" + algo, p[1]) if algo else "") for n, p in page)))
     if "StorageClass" in wanted:
-        children.append(leaf("StorageClass", "EXPRESS_ONEZONE"))
+        children.append(leaf("StorageClass", "STANDARD" if record.get("type") == "GeneralPurpose"
+                             else "EXPRESS_ONEZONE"))
     if "ObjectSize" in wanted:
         children.append(leaf("ObjectSize", meta["size"]))
     headers = [XML, ("last-modified", email.utils.formatdate(meta["last_modified"], usegmt=True))]

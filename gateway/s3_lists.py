@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -171,10 +172,10 @@ def _listing_params(bucket: str, query: dict[str, str]) -> tuple[str, str | None
     return prefix, delimiter, encoding, max_keys
 
 
-def _listed(meta: dict[str, Any], owner: tuple[str, str | None] | None) -> ListedObject:
+def _listed(meta: dict[str, Any], owner: tuple[str, str | None] | None, storage_class: str) -> ListedObject:
     algo = meta.get("checksum_algorithm")
     return ListedObject(key=meta["key"], last_modified=meta["last_modified"], etag=meta["etag"], size=meta["size"],
-                        owner=owner, checksum_algorithm=algo,
+                        owner=owner, storage_class=storage_class, checksum_algorithm=algo,
                         checksum_type=(meta.get("multipart") or {}).get("checksum_type", "FULL_OBJECT") if algo else None)
 
 
@@ -204,7 +205,8 @@ async def list_objects(req: HttpRequest, backend: Backend, bucket: str, query: d
     if v2:
         owner = _owner(record, account) if fetch_owner else None
         body = s3responses.list_objects_v2_result(
-            bucket=bucket, contents=[_listed(m, owner) for m in objects], common_prefixes=prefixes, prefix=prefix,
+            bucket=bucket, contents=[_listed(m, owner, "EXPRESS_ONEZONE" if is_directory_bucket_name(bucket) else "STANDARD")
+                                         for m in objects], common_prefixes=prefixes, prefix=prefix,
             delimiter=delimiter, max_keys=max_keys, is_truncated=truncated, continuation_token=token,
             next_continuation_token=encode_token(last) if truncated and last else None,
             start_after=start_after, encoding_type=encoding)
@@ -258,7 +260,9 @@ def verify_body_checksum(req: HttpRequest, body: bytes, *, required: bool) -> No
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*.")
 
 
-async def delete_objects(req: HttpRequest, backend: Backend, bucket: str, body: bytes) -> HttpResponse:
+async def delete_objects(req: HttpRequest, backend: Backend, bucket: str, body: bytes, *,
+                         may_delete: Callable[[str], bool] | None = None) -> HttpResponse:
+    """``may_delete(key)`` (general-purpose buckets) refuses a key with a per-key AccessDenied."""
     record = await require_bucket(backend, bucket)
     verify_body_checksum(req, body, required=True)
     try:
@@ -273,6 +277,8 @@ async def delete_objects(req: HttpRequest, backend: Backend, bucket: str, body: 
         async with limiter:
             try:
                 check_user_key(key)
+                if may_delete is not None and not may_delete(key):
+                    raise S3Error("AccessDenied")
                 if etag is not None:
                     try:
                         meta = (await backend.node_call(record, "HeadObject", dict(base, key=key)))["meta"]

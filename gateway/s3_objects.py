@@ -9,6 +9,8 @@ typed error: the node then commits nothing (see docs/rpc.md, PutObject).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import hashlib
 import hmac
@@ -27,6 +29,7 @@ from gateway.errors import S3Error
 from gateway.http import HttpRequest, HttpResponse
 from gateway.s3_buckets import check_sse_request_headers, require_bucket
 from proto import errors as rpc_errors
+from proto.names import is_directory_bucket_name
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,10 @@ async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
         algo = algorithm
     digest = checksums.new_checksum(algo)
     sha = hashlib.sha256() if len(payload_hash) == 64 else None
+    content_md5 = req.header("content-md5")  # (refused earlier where S3 refuses it: directory-bucket PUTs)
+    md5 = hashlib.md5(usedforsecurity=False) if content_md5 is not None else None
+    if content_md5 is not None and not _valid_md5(content_md5):
+        raise S3Error("InvalidDigest", "The Content-MD5 you specified is not valid.")
     decoded_len = req.header("x-amz-decoded-content-length")
     total = 0
     try:
@@ -110,6 +117,8 @@ async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
                 digest.update(piece)
                 if sha is not None:
                     sha.update(piece)
+                if md5 is not None:
+                    md5.update(piece)
                 yield piece
         if decoder is not None:
             decoder.close()
@@ -121,6 +130,8 @@ async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
         raise _fail("IncompleteBody", "The decoded body length does not match X-Amz-Decoded-Content-Length.")
     if sha is not None and not hmac.compare_digest(sha.hexdigest(), payload_hash.lower()):
         raise _fail("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
+    if md5 is not None and not hmac.compare_digest(base64.b64encode(md5.digest()).decode(), (content_md5 or "").strip()):
+        raise _fail("BadDigest", "The Content-MD5 you specified did not match what we received.")
     if in_trailer:
         expected = decoder.trailers.get(checksums.header_name(algo)) if decoder is not None else None
         if expected is None:
@@ -131,14 +142,22 @@ async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
     result["checksum"] = (algo, actual)
 
 
+def _valid_md5(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value.strip(), validate=True)) == 16
+    except (ValueError, binascii.Error):
+        return False
+
+
 def _http_date(ts: float) -> str:
     return email.utils.formatdate(ts, usegmt=True)
 
 
 def object_headers(meta: dict[str, Any], record: dict[str, Any], *, checksum: bool) -> list[tuple[str, str]]:
     h = [("etag", f'"{meta["etag"]}"'), ("last-modified", _http_date(meta["last_modified"])),
-         ("accept-ranges", "bytes"), ("x-amz-storage-class", "EXPRESS_ONEZONE"),
-         ("content-type", meta.get("content_type") or "binary/octet-stream")]
+         ("accept-ranges", "bytes"), ("content-type", meta.get("content_type") or "binary/octet-stream")]
+    if record.get("type") != "GeneralPurpose":  # S3 omits the header for STANDARD objects
+        h.append(("x-amz-storage-class", "EXPRESS_ONEZONE"))
     for header, field in META_FIELDS.items():
         if field != "content_type" and meta.get(field):
             h.append((header, meta[field]))
@@ -182,13 +201,17 @@ def check_session_kms(req: HttpRequest, ident: Identity, record: dict[str, Any],
 
 async def put_object(req: HttpRequest, ident: Identity, backend: Backend, bucket: str, key: str, *,
                      now: float, max_bytes: int) -> HttpResponse:
+    directory = is_directory_bucket_name(bucket)
     for header, message in UNSUPPORTED_PUT_HEADERS.items():
-        if req.header(header) is not None:
-            raise S3Error("NotImplemented", message)
+        value = req.header(header)
+        if value is None or (not directory and (header == "content-md5" or (
+                header == "x-amz-acl" and value in ("private", "bucket-owner-full-control")))):
+            continue  # general-purpose buckets take Content-MD5 (verified) and the owner-only ACLs
+        raise S3Error("NotImplemented", message)
     storage = req.header("x-amz-storage-class")
-    if storage not in (None, "EXPRESS_ONEZONE"):
-        raise S3Error("InvalidArgument",
-                      "Directory buckets only support the EXPRESS_ONEZONE storage class.")
+    if storage not in (None, "EXPRESS_ONEZONE" if directory else "STANDARD"):
+        raise S3Error("InvalidArgument", "Directory buckets only support the EXPRESS_ONEZONE storage class."
+                      if directory else "General-purpose buckets only support the STANDARD storage class.")
     if req.header("content-length") is None and "chunked" not in (req.header("transfer-encoding") or ""):
         raise S3Error("MissingContentLength")
     record = await require_bucket(backend, bucket)

@@ -81,8 +81,9 @@ def mint(key: bytes, session: Session) -> tuple[str, str]:
     return token, session_secret(key, session)
 
 
-def open_token(key: bytes, token: str, *, now: float) -> Session:
-    """Verify a token's MAC and expiry and return its claims.
+def open_token(key: bytes, token: str, *, now: float | None) -> Session:
+    """Verify a token's MAC and expiry (unless ``now`` is None: the caller judges the expiry)
+    and return its claims.
 
     Raises:
         SessionError: InvalidToken for anything malformed or forged, ExpiredToken after expiry.
@@ -103,6 +104,6 @@ def open_token(key: bytes, token: str, *, now: float) -> Session:
         session = Session(sid, bucket, akid, user_arn, mode, int(expires), sse, kms_arn)
     except (ValueError, TypeError):
         raise SessionError("InvalidToken", "The provided token is malformed or otherwise invalid.") from None
-    if now >= session.expires:
+    if now is not None and now >= session.expires:
         raise SessionError("ExpiredToken", "The provided token has expired.")
     return session

@@ -103,6 +103,7 @@ class AuthRequest:
     session_token: str | None
     security_token: str | None
     payload_hash: str
+    version: int = 4  # 2: a SigV2 presigned URL (gateway.sigv2), ``expires_s`` then unused
 
     @property
     def scope(self) -> str:

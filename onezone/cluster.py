@@ -198,7 +198,8 @@ class LocalCluster:
             kms_addr = kms.start()["rpc"]
             coord = self._daemon("coordinator", "coordinator", {
                 **self._common("coordinator"), "data_dir": str(self.data_dir / "coordinator"),
-                "kms": kms_addr, "zones": [self.zone], "replicas": min(3, self.nodes),
+                "kms": kms_addr, "zones": [self.zone], "default_zone": self.zone,
+                "replicas": min(3, self.nodes),
                 **self.coordinator_options})
             coord_addr = coord.start()["rpc"]
             for name in self.node_names:

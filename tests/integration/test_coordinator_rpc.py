@@ -251,9 +251,14 @@ async def test_bucket_name_zone_and_duplicate_rules(cluster):
     for bad in ("Bad_Name--use1-az4--x-s3", "ab", "-x--use1-az4--x-s3", "a" * 60 + "--use1-az4--x-s3",
                 "logs--x-s3", "xn--abc--use1-az4--x-s3", "has space--use1-az4--x-s3"):
         await refused(errors.InvalidRequest, "InvalidBucketName", name=bad)
-    with pytest.raises(errors.InvalidRequest) as info:
-        await cl["gateway"].call("CreateBucket", {"name": "general-purpose-bucket", "owner": ALICE})
-    assert info.value.kind == "InvalidBucketName" and "not supported yet" in info.value.message
+    # general-purpose names: AWS general rules, placed in the default zone (the first configured)
+    gp = (await cl["gateway"].call("CreateBucket", {"name": "general.purpose-bucket", "owner": ALICE}))["bucket"]
+    assert gp["zone"] == "use1-az4" and gp["type"] == "GeneralPurpose" and gp["arn"] == "arn:aws:s3:::general.purpose-bucket"
+    assert len(gp["replicas"]) == 3 and gp["policy"] is None
+    await refused(errors.InvalidRequest, "InvalidLocationConstraint", name="other-general", zone="use1-az5")
+    for bad in ("Upper-Case", "a..b", "192.168.1.1", "ends-with-", "x-s3alias-bucket-s3alias"):
+        await refused(errors.InvalidRequest, "InvalidBucketName", name=bad)
+    await cl["gateway"].call("DeleteBucket", {"name": "general.purpose-bucket"})
     # a configured zone without nodes, then a zone whose nodes are down
     await refused(errors.Unavailable, "InsufficientCapacity", name="new--use1-az5--x-s3")
     cluster.clock.now += 16
@@ -277,11 +282,46 @@ async def test_bucket_name_zone_and_duplicate_rules(cluster):
     assert 'onezone_coordinator_nodes{state="down",zone="use1-az4"} 3.0' in text
     assert 'onezone_coordinator_nodes{state="up",zone="use1-az5"} 0.0' in text
     assert 'onezone_coordinator_buckets{zone="use1-az4"} 0.0' in text
-    assert 'onezone_coordinator_placement_decisions_total{outcome="placed"} 1.0' in text
+    assert 'onezone_coordinator_placement_decisions_total{outcome="placed"} 2.0' in text
     # (the RPC client retries an Unavailable once on a reused connection: count >= 2)
     assert re.search(r'onezone_coordinator_placement_decisions_total\{outcome="insufficient_capacity"\} [2-9]', text)
     assert 'onezone_coordinator_heartbeat_age_seconds{node="node-1"} 16.0' in text
-    assert 'onezone_coordinator_kms_calls_total{operation="GenerateDataKeyWithoutPlaintext",outcome="ok"} 1.0' in text
+    assert 'onezone_coordinator_kms_calls_total{operation="GenerateDataKeyWithoutPlaintext",outcome="ok"} 2.0' in text
+
+
+async def test_bucket_policy_rpcs(cluster):
+    cl = cluster.clients("gateway", "admin", "node-1")
+    await three_nodes(cluster)
+    name = "pol--use1-az4--x-s3"
+    created = (await cl["gateway"].call("CreateBucket", {"name": name, "owner": ALICE}))["bucket"]
+    arn = created["arn"]
+    doc = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": {"AWS": BOB}, "Action": "s3express:CreateSession", "Resource": arn}]})
+    put = (await cl["gateway"].call("PutBucketPolicy", {"name": name, "policy": doc}))["bucket"]
+    assert put["policy"] == doc and put["version"] == created["version"] + 1
+    assert (await cl["node-1"].call("GetBucket", {"name": name}))["bucket"]["policy"] == doc
+    bad = {
+        "no principal": {"Statement": [{"Effect": "Allow", "Action": "s3express:*", "Resource": arn}]},
+        "other bucket": {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3express:*",
+                                        "Resource": arn.replace("pol--", "other--")}]},
+        "kms action": {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": arn}]},
+    }
+    for why, policy in bad.items():
+        with pytest.raises(errors.InvalidRequest) as info:
+            await cl["gateway"].call("PutBucketPolicy", {"name": name, "policy": json.dumps(policy)})
+        assert info.value.kind == "MalformedPolicy", why
+    for text in ("not json", "{" * 5000, "x" * 200_000):
+        with pytest.raises(errors.InvalidRequest) as info:
+            await cl["gateway"].call("PutBucketPolicy", {"name": name, "policy": text})
+    assert (await cl["admin"].call("GetBucket", {"name": name}))["bucket"]["policy"] == doc  # unchanged
+    with pytest.raises(errors.AccessDenied):
+        await cl["node-1"].call("PutBucketPolicy", {"name": name, "policy": doc})
+    with pytest.raises(errors.NotFound) as info:
+        await cl["gateway"].call("PutBucketPolicy", {"name": "nope--use1-az4--x-s3", "policy": doc})
+    assert info.value.kind == "NoSuchBucket"
+    gone = (await cl["gateway"].call("DeleteBucketPolicy", {"name": name}))["bucket"]
+    assert gone["policy"] is None
+    assert (await cl["gateway"].call("DeleteBucketPolicy", {"name": name}))["bucket"]["version"] == gone["version"]
 
 
 async def test_put_bucket_encryption_rules(cluster):

@@ -36,6 +36,10 @@ EXPECTED_STATUS = {
     "SlowDown": 503, "ServiceUnavailable": 503, "RequestTimeout": 400, "KMS.DisabledException": 400,
     "KMS.KMSInvalidStateException": 400, "KMS.NotFoundException": 400, "KMS.InvalidCiphertextException": 400,
     "KMS.AccessDeniedException": 403, "KMS.KMSInternalException": 500, "KMS.UnavailableException": 503,
+    # bucket policies, general-purpose buckets, browser-form (POST) uploads
+    "MalformedPolicy": 400, "OperationAborted": 409, "IllegalLocationConstraintException": 400,
+    "InvalidPolicyDocument": 400, "MaxPostPreDataLengthExceeded": 400, "IncorrectNumberOfFilesInPostRequest": 400,
+    "MalformedPOSTRequest": 400,
 }
 
 
