@@ -38,6 +38,7 @@ _S3_KINDS = {
     "EntityTooLarge", "EntityTooSmall", "InvalidRange", "InvalidWriteOffset", "TooManyParts",
     "EncryptionTypeMismatch", "InvalidLocationConstraint", "KeyTooLongError", "MetadataTooLarge",
     "AccessDenied", "InvalidPart", "InvalidPartOrder", "NotImplemented", "SlowDown",
+    "IdempotencyParameterMismatch",
 }
 _KMS_KINDS = {"DisabledException", "KMSInvalidStateException", "NotFoundException",
               "InvalidCiphertextException", "AccessDeniedException", "KMSInternalException",

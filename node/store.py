@@ -9,7 +9,7 @@ fsync, SQLite); callers run them in ``trio.to_thread.run_sync``.
 
 Public interface (what ``node.objects``, ``node.replica`` and others use; stable):
 ``open``, ``close``, ``create_incoming`` -> ``IncomingFile`` (``write``, ``publish``,
-``abort``), ``commit``, ``get``, ``list``, ``remove``, ``open_data`` -> ``DataFile``
+``abort``), ``commit``, ``get``, ``list``, ``remove``, ``rename``, ``open_data`` -> ``DataFile``
 (``pread``, ``size``, ``close``), ``delete_data``, ``used_bytes``, ``object_count``,
 ``recovery``; plus ``locate``, ``extents``, ``check_extent``, ``rewrite``, ``live_bytes``
 for the scrubber, repair and compaction.
@@ -52,9 +52,9 @@ from pathlib import Path
 
 from node.segment_log import SegmentLog, fsync_dir, write_all
 from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_DATA, REC_HEADER_SIZE,
-                           REC_REMOVE, commit_payload, encode_file_header, encode_record, remove_payload,
-                           segment_name)
-from node.store_index import IndexRow, apply_commit, apply_remove, open_index, set_applied
+                           REC_REMOVE, REC_RENAME, commit_payload, encode_file_header, encode_record, remove_payload,
+                           rename_payload, segment_name)
+from node.store_index import IndexRow, apply_commit, apply_remove, apply_rename, open_index, set_applied
 from node.store_recovery import Recovery, recover
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,25 @@ class ObjectStore:
         if old is not None:
             self.object_count -= 1
         return old
+
+    def rename(self, bucket_id: bytes, src: str, dst: str, object_id: bytes, manifest: bytes) -> tuple[bool, bytes | None]:
+        """Move ``src``'s index row to ``dst`` with a new manifest, if ``src`` still points at
+        ``object_id`` (one RENAME record: atomic, durable when this returns; no data moves).
+
+        Returns:
+            (renamed, the object id ``dst`` pointed at before: its data is the caller's to delete).
+        """
+        _check_ids(bucket_id, object_id)
+        fields = {"b": bucket_id, "k": src, "d": dst, "o": object_id, "m": manifest}
+        payload = rename_payload(bucket_id=bucket_id, src=src, dst=dst, object_id=object_id, manifest=manifest)
+
+        def build(seq: int, offset: int):
+            return encode_record(REC_RENAME, payload), lambda db: apply_rename(db, fields)
+
+        done, old = self.log.append(build)
+        if done and old is not None:
+            self.object_count -= 1
+        return done, old
 
     def _apply_batch(self, batch: list, end: tuple[int, int]) -> None:
         with self._dblock:

@@ -103,6 +103,20 @@ def apply_commit(db: sqlite3.Connection, f: dict[str, Any]) -> tuple[bytes | Non
     return old, row is None
 
 
+def apply_rename(db: sqlite3.Connection, f: dict[str, Any]) -> tuple[bool, bytes | None]:
+    """Apply a RENAME record's map: move the row of ``k`` to ``d`` if ``k`` still points at
+    ``o``. Returns (applied, the object id ``d`` pointed at before or None)."""
+    b, src, dst, o = f["b"], f["k"], f["d"], f["o"]
+    row = db.execute("SELECT object_id, size FROM objects WHERE bucket_id = ? AND key = ?", (b, src)).fetchone()
+    if row is None or bytes(row[0]) != o:
+        return False, None
+    old = db.execute("SELECT object_id FROM objects WHERE bucket_id = ? AND key = ?", (b, dst)).fetchone()
+    db.execute("DELETE FROM objects WHERE bucket_id = ? AND key = ?", (b, src))
+    db.execute("INSERT OR REPLACE INTO objects (bucket_id, key, object_id, size, manifest) VALUES (?, ?, ?, ?, ?)",
+               (b, dst, o, row[1], f["m"]))
+    return True, None if old is None else bytes(old[0])
+
+
 def apply_remove(db: sqlite3.Connection, bucket_id: bytes, key: str) -> bytes | None:
     row = db.execute("SELECT object_id FROM objects WHERE bucket_id = ? AND key = ?", (bucket_id, key)).fetchone()
     if row is None:

@@ -26,9 +26,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_REMOVE, SegmentFormatError,
+from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_REMOVE, REC_RENAME,
+                           SegmentFormatError,
                            decode_file_header, parse_record, parse_segment_name)
-from node.store_index import applied, apply_commit, apply_remove, set_applied
+from node.store_index import applied, apply_commit, apply_remove, apply_rename, set_applied
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def _replay(db: sqlite3.Connection, logs: list[tuple[int, Path]]) -> tuple[int, 
                 rec = parse_record(data, pos, 0)
                 if rec is None:
                     break
-                if rec.type in (REC_COMMIT, REC_REMOVE):
+                if rec.type in (REC_COMMIT, REC_REMOVE, REC_RENAME):
                     try:
                         fields = rec.fields()
                     except ValueError as exc:
@@ -148,6 +149,8 @@ def _replay(db: sqlite3.Connection, logs: list[tuple[int, Path]]) -> tuple[int, 
                         break
                     if rec.type == REC_COMMIT:
                         apply_commit(db, fields)
+                    elif rec.type == REC_RENAME:
+                        apply_rename(db, fields)
                     else:
                         apply_remove(db, fields["b"], fields["k"])
                     replayed += 1
