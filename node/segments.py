@@ -23,9 +23,13 @@ A **log segment** (``log-<seq hex>.ozs``) is a sequence of records, each::
 
 * DATA: the sealed chunks of one small object, exactly as the reader wants them.
 * COMMIT: msgpack map {b: bucket id, k: key, o: object id, z: size, m: manifest,
-  s: segment seq, f: offset, n: length, c: crc32 of the data, r?: true} - the index row it
-  makes; with ``r`` (a rewrite by repair or compaction) it applies only while the key still
-  points at that object id, and only moves the extent.
+  s: segment seq, f: offset, n: length, c: crc32 of the data, r?: true, e?: extent id,
+  R?: [extent ids], x?: [[key, object id]]} - the index row it makes; with ``r`` (a rewrite by
+  repair or compaction) it applies only while the key still points at that object id, and only
+  moves the extent. ``e``: the location is that of another extent of the object (an appended
+  run); ``R``: the further extents the object owns; ``x``: rows removed in the same step (a
+  zero-copy Complete adopting its parts); ``s f n c`` are absent when no data was written
+  (``node.store_index.apply_commit``).
 * REMOVE: msgpack map {b: bucket id, k: key}.
 * RENAME: msgpack map {b: bucket id, k: source key, d: destination key, o: object id,
   m: the manifest under the new name} - moves the index row of ``k`` to ``d`` (replacing
@@ -116,6 +120,11 @@ def commit_payload(*, bucket_id: bytes, key: str, object_id: bytes, size: int, m
     return msgpack.packb(doc, use_bin_type=True)
 
 
+def pack_fields(doc: dict[str, Any]) -> bytes:
+    """A COMMIT record's payload from its map (any of the optional fields)."""
+    return msgpack.packb(doc, use_bin_type=True)
+
+
 def remove_payload(*, bucket_id: bytes, key: str) -> bytes:
     return msgpack.packb({"b": bucket_id, "k": key}, use_bin_type=True)
 
@@ -144,7 +153,9 @@ class Record:
         if not isinstance(doc, dict) or not isinstance(doc.get("b"), bytes) or not isinstance(doc.get("k"), str):
             raise ValueError("malformed record map")
         if self.type == REC_COMMIT:
-            for name, tp in (("o", bytes), ("z", int), ("m", bytes), ("s", int), ("f", int), ("n", int), ("c", int)):
+            names = (("o", bytes), ("z", int), ("m", bytes)) + (
+                (("s", int), ("f", int), ("n", int), ("c", int)) if "s" in doc else ())
+            for name, tp in names:
                 if not isinstance(doc.get(name), tp):
                     raise ValueError(f"malformed commit record field {name}")
         elif self.type == REC_RENAME:

@@ -13,6 +13,8 @@ from typing import Any
 
 from node.manifest import check_key, parse_replica_meta, parse_user_fields
 from node.objects import ObjectService
+from node.append import Appender
+from node.manifest import MAX_CHUNK_BYTES
 from node.rename import Conditions, Renamer
 from node.replica import ReplicaService
 from proto.errors import InvalidRequest
@@ -32,6 +34,8 @@ ACL: dict[str, list[str]] = {
     "SyncReplica": ["coordinator", "admin"],
     "RenameObject": ["gateway"],
     "ReplicaRename": ["node-*"],
+    "AppendObject": ["gateway"],
+    "ReplicaAppend": ["node-*"],
 }
 
 MAX_BUCKET_NAME = 255
@@ -54,6 +58,9 @@ _ARGS: dict[str, frozenset[str]] = {
     "RenameObject": frozenset({"bucket", "key", "source_key", "bucket_version", "client_token",
                                *(f"{side}_{c}" for side in ("source", "dest") for c in _CONDITIONS)}),
     "ReplicaRename": frozenset({"bucket_id", "bucket", "epoch", "src", "dst", "object_id"}),
+    "AppendObject": frozenset({"bucket", "key", "bucket_version", "offset", "meta"}),
+    "ReplicaAppend": frozenset({"bucket_id", "bucket", "epoch", "key", "object_id", "extent_id", "first_index",
+                                "base_runs", "chunk_bytes"}),
 }
 
 
@@ -114,6 +121,7 @@ class NodeHandlers:
         self._replicas = replicas
         self._repairer = repairer
         self._renamer = renamer if renamer is not None else Renamer(objects, replicas)
+        self._appender = Appender(objects, replicas)
 
     def handlers(self) -> dict[str, Handler]:
         table: dict[str, Callable[[Call], Any]] = {
@@ -122,7 +130,8 @@ class NodeHandlers:
             "ReplicaPut": self.replica_put, "ReplicaDelete": self.replica_delete,
             "ReplicaList": self.replica_list, "SyncReplica": self.sync_replica,
             "ReplicaFetch": self.replica_fetch, "RenameObject": self.rename_object,
-            "ReplicaRename": self.replica_rename,
+            "ReplicaRename": self.replica_rename, "AppendObject": self.append_object,
+            "ReplicaAppend": self.replica_append,
         }
         return table
 
@@ -238,3 +247,27 @@ class NodeHandlers:
         return await self._renamer.replica_rename(caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a),
                                                   epoch=_int(a, "epoch"), src=check_key(a.get("src")),
                                                   dst=check_key(a.get("dst")), object_id=object_id)
+
+    async def append_object(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        user = parse_user_fields(a.get("meta"))
+        meta = await self._appender.append_object(bucket=_bucket(a), key=check_key(a.get("key")),
+                                                  bucket_version=_int(a, "bucket_version"), offset=_int(a, "offset"),
+                                                  user=user, body=call.body, request_id=call.request_id)
+        return {"meta": meta}
+
+    async def replica_append(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        ids = {}
+        for name in ("object_id", "extent_id"):
+            value = a.get(name)
+            if not isinstance(value, bytes) or len(value) != 16:
+                raise _invalid(f"{name} must be 16 bytes")
+            ids[name] = value
+        chunk_bytes = _int(a, "chunk_bytes", lo=1)
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise _invalid("chunk_bytes is out of range")
+        return await self._appender.replica_append(
+            caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a), epoch=_int(a, "epoch"),
+            key=check_key(a.get("key")), first_index=_int(a, "first_index"), base_runs=_int(a, "base_runs", lo=1),
+            chunk_bytes=chunk_bytes, body=call.body, **ids)
