@@ -147,7 +147,7 @@ class Appender:
         peers = [(p.node_id, obj._peer_client(p)) for p in rec.peers(obj.node_id)]
         args = {"bucket_id": rec.bucket_id, "bucket": rec.name, "epoch": rec.epoch, "key": key,
                 "object_id": object_id, "extent_id": extent_id, "first_index": first,
-                "base_runs": len(runs_of(current)), "chunk_bytes": chunk_bytes}
+                "base_etag": current["etag"], "chunk_bytes": chunk_bytes}
         fan = Fanout(peers, args, window=obj._window, request_id=request_id, on_failure=on_failure,
                      method="ReplicaAppend")
         error: RpcError | None = None
@@ -206,8 +206,7 @@ class Appender:
         rec = job.record
         async with obj.key_locks.hold(rec.bucket_id, job.key):
             now = await obj._manifest(rec, job.key)  # authoritative: under the writers' lock
-            if now is None or now["object_id"] != current["object_id"] or now["size"] != current["size"] \
-                    or len(runs_of(now)) != len(runs_of(current)):
+            if now is None or now["object_id"] != current["object_id"] or now["etag"] != current["etag"]:
                 raise _bad_offset(current["size"], -1 if now is None else now["size"])
             run = Run(job.incoming.object_id, job.object_id, first, cutter.chunks, job.size, chunk_bytes,
                       current["key_gen"])
@@ -237,7 +236,7 @@ class Appender:
 
     # -- replica side --------------------------------------------------------------------------
     async def replica_append(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, key: str,
-                             object_id: bytes, extent_id: bytes, first_index: int, base_runs: int, chunk_bytes: int,
+                             object_id: bytes, extent_id: bytes, first_index: int, base_etag: str, chunk_bytes: int,
                              body: AsyncIterable[bytes] | None) -> dict[str, Any]:
         """Store a primary's appended run: framing checked (never decrypted), committed only after
         the trailer and a clean end of the body, and only onto the same base version."""
@@ -245,7 +244,7 @@ class Appender:
         store = self._objects._store
         row = await trio.to_thread.run_sync(store.get, bucket_id, key)
         current = None if row is None else decode_manifest(row.manifest)
-        if current is None or row.object_id != object_id or len(runs_of(current)) != base_runs:
+        if current is None or row.object_id != object_id or current["etag"] != base_etag:
             raise Conflict(f"{key!r} on {self._objects.node_id} is not the version being appended to",
                            kind="ReplicaDiverged")
         try:
@@ -279,7 +278,7 @@ class Appender:
             await self._replicas._record_for_replica(bucket, bucket_id, max(t_epoch, epoch), caller)
             row = await trio.to_thread.run_sync(store.get, bucket_id, key)  # the primary serialises commits
             current = None if row is None else decode_manifest(row.manifest)
-            if current is None or row.object_id != object_id or len(runs_of(current)) != base_runs:
+            if current is None or row.object_id != object_id or current["etag"] != base_etag:
                 raise Conflict(f"{key!r} on {self._objects.node_id} changed under the append", kind="ReplicaDiverged")
             self._objects._metrics.chunks_written.inc(parser.chunks)
             run = Run(extent_id, object_id, first_index, parser.chunks, parser.plaintext_bytes, chunk_bytes,

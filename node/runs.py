@@ -31,6 +31,7 @@ descriptors whatever the number of runs); a range reads only the chunks it needs
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,13 @@ def runs_of(manifest: dict[str, Any]) -> list[Run]:
         oid = manifest["object_id"]
         return [Run(oid, oid, 0, manifest["chunks"], manifest["size"], manifest["chunk_bytes"], manifest["key_gen"])]
     return [Run(bytes(r[0]), bytes(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in raw]
+
+
+def version_tag(object_id: bytes, manifest: dict[str, Any]) -> bytes:
+    """What replica sync compares to know two copies are the same version: the object id and
+    the ETag (an append keeps the object id but changes the ETag; two copies may lay the same
+    version out in different runs - a re-sealed copy is one run - and still be equal)."""
+    return object_id + hashlib.md5(manifest["etag"].encode(), usedforsecurity=False).digest()[:8]
 
 
 def part_count(manifest: dict[str, Any]) -> int:

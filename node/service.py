@@ -60,7 +60,7 @@ _ARGS: dict[str, frozenset[str]] = {
     "ReplicaRename": frozenset({"bucket_id", "bucket", "epoch", "src", "dst", "object_id"}),
     "AppendObject": frozenset({"bucket", "key", "bucket_version", "offset", "meta"}),
     "ReplicaAppend": frozenset({"bucket_id", "bucket", "epoch", "key", "object_id", "extent_id", "first_index",
-                                "base_runs", "chunk_bytes"}),
+                                "base_etag", "chunk_bytes"}),
 }
 
 
@@ -269,5 +269,5 @@ class NodeHandlers:
             raise _invalid("chunk_bytes is out of range")
         return await self._appender.replica_append(
             caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a), epoch=_int(a, "epoch"),
-            key=check_key(a.get("key")), first_index=_int(a, "first_index"), base_runs=_int(a, "base_runs", lo=1),
+            key=check_key(a.get("key")), first_index=_int(a, "first_index"), base_etag=_str(a, "base_etag", max_bytes=128),
             chunk_bytes=chunk_bytes, body=call.body, **ids)
