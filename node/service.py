@@ -14,7 +14,8 @@ from typing import Any
 from node.manifest import check_key, parse_replica_meta, parse_user_fields
 from node.objects import ObjectService
 from node.append import Appender
-from node.manifest import MAX_CHUNK_BYTES
+from node.complete import Completer
+from node.manifest import MAX_CHUNK_BYTES, MAX_PARTS
 from node.rename import Conditions, Renamer
 from node.replica import ReplicaService
 from proto.errors import InvalidRequest
@@ -36,6 +37,8 @@ ACL: dict[str, list[str]] = {
     "ReplicaRename": ["node-*"],
     "AppendObject": ["gateway"],
     "ReplicaAppend": ["node-*"],
+    "CompleteMultipart": ["gateway"],
+    "ReplicaComplete": ["node-*"],
 }
 
 MAX_BUCKET_NAME = 255
@@ -61,6 +64,8 @@ _ARGS: dict[str, frozenset[str]] = {
     "AppendObject": frozenset({"bucket", "key", "bucket_version", "offset", "meta"}),
     "ReplicaAppend": frozenset({"bucket_id", "bucket", "epoch", "key", "object_id", "extent_id", "first_index",
                                 "base_etag", "chunk_bytes"}),
+    "CompleteMultipart": frozenset({"bucket", "key", "bucket_version", "meta", "parts", "if_none_match", "if_match"}),
+    "ReplicaComplete": frozenset({"bucket_id", "bucket", "epoch", "key", "object_id", "take", "manifest"}),
 }
 
 
@@ -122,6 +127,7 @@ class NodeHandlers:
         self._repairer = repairer
         self._renamer = renamer if renamer is not None else Renamer(objects, replicas)
         self._appender = Appender(objects, replicas)
+        self._completer = Completer(objects, replicas)
 
     def handlers(self) -> dict[str, Handler]:
         table: dict[str, Callable[[Call], Any]] = {
@@ -131,7 +137,8 @@ class NodeHandlers:
             "ReplicaList": self.replica_list, "SyncReplica": self.sync_replica,
             "ReplicaFetch": self.replica_fetch, "RenameObject": self.rename_object,
             "ReplicaRename": self.replica_rename, "AppendObject": self.append_object,
-            "ReplicaAppend": self.replica_append,
+            "ReplicaAppend": self.replica_append, "CompleteMultipart": self.complete_multipart,
+            "ReplicaComplete": self.replica_complete,
         }
         return table
 
@@ -271,3 +278,34 @@ class NodeHandlers:
             caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a), epoch=_int(a, "epoch"),
             key=check_key(a.get("key")), first_index=_int(a, "first_index"), base_etag=_str(a, "base_etag", max_bytes=128),
             chunk_bytes=chunk_bytes, body=call.body, **ids)
+
+    async def complete_multipart(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        parts = a.get("parts")
+        if not isinstance(parts, list) or not 1 <= len(parts) <= MAX_PARTS:
+            raise _invalid(f"parts must list 1..{MAX_PARTS} keys")
+        parts = [check_key(p) for p in parts]
+        if_none_match = a.get("if_none_match", False)
+        if not isinstance(if_none_match, bool):
+            raise _invalid("if_none_match must be a boolean")
+        if_match = None if a.get("if_match") is None else _str(a, "if_match", max_bytes=MAX_KEY_ARG_BYTES)
+        meta = await self._completer.complete(
+            bucket=_bucket(a), key=check_key(a.get("key")), bucket_version=_int(a, "bucket_version"),
+            user=parse_user_fields(a.get("meta")), parts=parts, if_none_match=if_none_match, if_match=if_match,
+            request_id=call.request_id)
+        return {"meta": meta}
+
+    async def replica_complete(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        object_id, manifest, take = a.get("object_id"), a.get("manifest"), a.get("take")
+        if not isinstance(object_id, bytes) or len(object_id) != 16:
+            raise _invalid("object_id must be 16 bytes")
+        if not isinstance(manifest, bytes):
+            raise _invalid("manifest must be bytes")
+        if not isinstance(take, list) or not 1 <= len(take) <= MAX_PARTS or not all(
+                isinstance(t, list) and len(t) == 2 and isinstance(t[1], bytes) and len(t[1]) == 16 for t in take):
+            raise _invalid(f"take must list 1..{MAX_PARTS} [key, object id] pairs")
+        return await self._completer.replica_complete(
+            caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a), epoch=_int(a, "epoch"),
+            key=check_key(a.get("key")), object_id=object_id, take=[(check_key(k), o) for k, o in take],
+            manifest=manifest)
