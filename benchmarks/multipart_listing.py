@@ -5,8 +5,10 @@
 
 Prints: upload_file / download_file MiB/s of one object (the transfer manager: 8 MiB parts in
 parallel, ranged GETs), and ListObjectsV2 latency over 300 keys with and without a delimiter.
-Numbers, not assertions. CompleteMultipartUpload copies the parts once (node -> gateway ->
-node), so an upload writes its bytes twice on every replica: see docs/s3-api.md.
+Numbers, not assertions. CompleteMultipartUpload is zero-copy (the object is made of the parts'
+stored data; node/complete.py), so an upload writes its bytes once on every replica. Measured on
+2 cores, 64 MiB: upload_file 2.0-2.5 s (26-32 MiB/s) when Complete streamed the parts into the
+object, 1.0-1.4 s (47-63 MiB/s) zero-copy.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ _S3_KINDS = {
     "EncryptionTypeMismatch", "InvalidLocationConstraint", "KeyTooLongError", "MetadataTooLarge",
     "AccessDenied", "InvalidPart", "InvalidPartOrder", "NotImplemented", "SlowDown",
     "MalformedPolicy", "NoSuchBucketPolicy", "OperationAborted",
+    "IdempotencyParameterMismatch",
 }
 _KMS_KINDS = {"DisabledException", "KMSInvalidStateException", "NotFoundException",
               "InvalidCiphertextException", "AccessDeniedException", "KMSInternalException",

@@ -121,7 +121,11 @@ class _Conn:
     async def send(self, event) -> None:
         data = self.h11.send(event)
         if data:
-            with trio.fail_after(self.limits.idle_timeout_s):
+            # h11 has recorded the event as sent: the bytes must go out even if the caller is
+            # cancelled (e.g. the task reading an upload body, which sends 100 Continue, is
+            # cancelled when the node answers early), or h11 and the client disagree about what
+            # was said and the next request is misread. The idle timeout still bounds the write.
+            with trio.CancelScope(shield=True), trio.fail_after(self.limits.idle_timeout_s):
                 await self.stream.send_all(data)
 
 
@@ -139,10 +143,16 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: Ht
             req = HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers,
                               RequestBody(conn), remote, scheme)
             resp = await handler(req)
+            # read before responding: h11 forgets the client was waiting once a response is sent
+            waiting = conn.h11.they_are_waiting_for_100_continue
             await _send_response(conn, req, resp)
             if not req.body.done and conn.h11.their_state is h11.SEND_BODY:
-                if conn.h11.they_are_waiting_for_100_continue:
-                    await _linger(stream)  # the client never sent the body: close, gently
+                if waiting or conn.h11.our_state is h11.MUST_CLOSE:
+                    # A final answer instead of 100 Continue: botocore then never sends the body,
+                    # and it may reuse the connection despite "Connection: close" unless it sees
+                    # the close, so close now (gently) rather than wait for body bytes that would
+                    # really be the next request.
+                    await _linger(stream)
                     return
                 try:
                     await req.body.read_all(DRAIN_LIMIT)

@@ -16,7 +16,7 @@ import email.utils
 from typing import Any
 from urllib.parse import unquote
 
-from gateway import s3_lists, s3_multipart, s3responses
+from gateway import s3_lists, s3_multipart, s3_rename, s3responses
 from gateway.auth import Identity, kms_permitted, object_allowed, request_context, require
 from gateway.backend import Backend
 from gateway.errors import S3Error
@@ -78,6 +78,8 @@ async def object_op(op: str, req: HttpRequest, ident: Identity, backend: Backend
         return await s3_multipart.list_parts(backend, bucket, key, query)
     if op == "GetObjectAttributes":
         return await get_object_attributes(req, ident, backend, bucket, key, now=now)
+    if op == "RenameObject":
+        return await s3_rename.rename_object(req, backend, bucket, key)
     raise S3Error("NotImplemented", f"{op} is not supported by onezone yet.")
 
 

@@ -12,7 +12,11 @@ client can never name (``RESERVED_PREFIX``, see ``gateway.s3_lists``):
 
 So any gateway serves any step of an upload, parts are durable and replicated like objects,
 and a bucket with uploads in progress is not empty (DeleteBucket answers BucketNotEmpty, as
-AWS does). Complete checks the parts (InvalidPartOrder, InvalidPart, EntityTooSmall), then
+AWS does). Complete checks the parts (InvalidPartOrder, InvalidPart, EntityTooSmall). When every
+chosen part carries a CRC of the upload's algorithm (CRC32 - boto3's default -, CRC32C,
+CRC64NVME), Complete is **zero-copy**: the node's ``CompleteMultipart`` makes the object of the
+parts' stored runs and adopts the part rows in one atomic step (node/complete.py), the
+full-object CRC combined from the parts'. Otherwise (SHA uploads) it
 streams them in order into one ``PutObject`` of the target key whose ``meta.multipart``
 carries the multipart ETag (``md5(part md5s)-N``), the part sizes and checksums and, for a
 COMPOSITE checksum, ``algo(part digests)-N``; the node computes the full-object checksum over
@@ -60,6 +64,7 @@ MAX_PARTS = 10000
 MAX_SCAN_UPLOADS = 10000
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}\Z")
 DELETE_CONCURRENCY = 16
+ZERO_COPY_ALGORITHMS = frozenset({"CRC32", "CRC32C", "CRC64NVME"})
 
 
 def upload_key(upload_id: str) -> str:
@@ -229,6 +234,10 @@ async def complete(req: HttpRequest, ident: Identity, backend: Backend, bucket: 
         if done is not None and (done.get("multipart") or {}).get("upload_id") == upload_id:
             return _complete_response(bucket, key, done, record)  # a retry of a Complete that succeeded
         raise
+    done = await _head(backend, record, key)
+    if done is not None and (done.get("multipart") or {}).get("upload_id") == upload_id:
+        await _delete_keys(backend, record, [upload_key(upload_id)])  # completed before: the cleanup was cut short
+        return _complete_response(bucket, key, done, record)
     mp = upload["multipart"]
     algo, ctype = mp.get("algorithm"), mp.get("checksum_type")
     numbers = [p.part_number for p in requested]
@@ -277,9 +286,16 @@ async def complete(req: HttpRequest, ident: Identity, backend: Backend, bucket: 
     if req.header("if-match") is not None:
         args["if_match"] = req.header("if-match").strip().strip('"')  # type: ignore[union-attr]
     sources = [part_key(upload_id, p.part_number) for p in requested]
-    done = (await backend.node_call(record, "PutObject", args,
-                                    body=concat_objects(backend, record, sources, total)))["meta"]
-    await _delete_keys(backend, record, [upload_key(upload_id)] + [m["key"] for m in stored.values()])
+    if meta["checksum_algorithm"] in ZERO_COPY_ALGORITHMS and all(
+            m.get("checksum_algorithm") == meta["checksum_algorithm"] for m in chosen):
+        # zero-copy: the object is made of the parts' stored data (node/complete.py); no byte moves
+        done = (await backend.node_call(record, "CompleteMultipart", {**args, "parts": sources}))["meta"]
+        leftovers = [m["key"] for m in stored.values() if m["key"] not in set(sources)]
+    else:  # a SHA upload (or parts without the upload's CRC): stream the parts into one PutObject
+        done = (await backend.node_call(record, "PutObject", args,
+                                        body=concat_objects(backend, record, sources, total)))["meta"]
+        leftovers = [m["key"] for m in stored.values()]
+    await _delete_keys(backend, record, [upload_key(upload_id)] + leftovers)
     return _complete_response(bucket, key, done, record)
 
 

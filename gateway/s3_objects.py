@@ -48,7 +48,6 @@ UNSUPPORTED_PUT_HEADERS = {
     "x-amz-grant-full-control": "ACLs are not supported for directory buckets.",
     "x-amz-grant-read": "ACLs are not supported for directory buckets.",
     "content-md5": "Content-MD5 is not supported for directory buckets; use x-amz-checksum-*.",
-    "x-amz-write-offset-bytes": "Appends are not supported yet by onezone.",
 }
 
 
@@ -239,16 +238,37 @@ async def put_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     # The node computes the same checksum over what it stores and returns it: the gateway
     # compares it with its own (computed over what the client sent), end to end.
     meta["checksum_algorithm"] = algo
+    method, value_field = append_args(req, bucket, args)
     body = _upload_body(req, ident, max_bytes=max_bytes, result=result)
-    r = await backend.node_call(record, "PutObject", args, body=body)
+    r = await backend.node_call(record, method, args, body=body)
     stored = r["meta"]
     algo_v = result.get("checksum")
-    if algo_v is None or stored.get("checksum_value") != algo_v[1]:
+    if algo_v is None or stored.get(value_field) != algo_v[1]:
         log.error("event=checksum_divergence bucket=%s key=%s", bucket, key)
         raise S3Error("InternalError", "The stored object's checksum does not match the received data.")
     headers = [("etag", f'"{stored["etag"]}"'), (checksums.header_name(algo), algo_v[1]),
                ("x-amz-checksum-type", "FULL_OBJECT")] + object_sse_headers(stored, record)
+    if method == "AppendObject":
+        headers.append(("x-amz-object-size", str(stored["size"])))
     return HttpResponse(200, headers)
+
+
+def append_args(req: HttpRequest, bucket: str, args: dict[str, Any]) -> tuple[str, str]:
+    """(node method, meta field holding the checksum of what was sent): ``AppendObject`` when
+    ``x-amz-write-offset-bytes`` is given (directory buckets only; the node checks the offset
+    and keeps the object's metadata), else ``PutObject``."""
+    raw = req.header("x-amz-write-offset-bytes")
+    if raw is None:
+        return "PutObject", "checksum_value"
+    if not is_directory_bucket_name(bucket):
+        raise S3Error("NotImplemented", "Appends (x-amz-write-offset-bytes) are only supported for directory buckets.")
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 16:
+        raise S3Error("InvalidArgument", "x-amz-write-offset-bytes must be a non-negative integer.")
+    if "if_none_match" in args or "if_match" in args:
+        raise S3Error("NotImplemented", "Conditional headers are not supported together with an append.")
+    args["offset"] = int(raw)
+    return "AppendObject", "append_checksum"
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

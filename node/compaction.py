@@ -55,11 +55,13 @@ async def compact_once(store: ObjectStore, *, min_garbage_ratio: float = 0.5, ra
     for seq in pick(sizes, live, store.log.position[0], min_garbage_ratio):
         moved = 0
         for ext in await trio.to_thread.run_sync(store.extents_in, seq):
-            key = await trio.to_thread.run_sync(store.key_of, ext.bucket_id, ext.object_id)
-            if key is None:
+            holder = await trio.to_thread.run_sync(store.holder_of, ext.bucket_id, ext.object_id)
+            if holder is None:
                 continue  # an old version whose extent is being dropped
+            key, owner = holder  # an appended run's extent belongs to its object's version
             data = await trio.to_thread.run_sync(store.read_extent, ext)
-            await trio.to_thread.run_sync(store.rewrite, ext.bucket_id, key, ext.object_id, data)
+            await trio.to_thread.run_sync(lambda: store.rewrite(ext.bucket_id, key, owner, data,
+                                                                extent_id=ext.object_id))
             moved += len(data)
             if rate_bytes_per_s > 0:
                 await sleep(len(data) / rate_bytes_per_s)

@@ -13,8 +13,9 @@ A manifest is the ``ObjectMeta`` map of docs/rpc.md plus the format version ``v`
 It is built in two steps because a write streams: ``start_manifest`` holds what is known before
 the body (sent to replicas as ``ReplicaPut``'s ``meta``), ``finish_manifest`` adds what only the
 end of the body tells (``size``, ``etag``, ``chunks``, ``checksum_value``: the trailer of the
-replica stream). ``public_meta`` is what the gateway gets: the manifest without ``v`` and
-``object_id`` (internal: it names the data file and keys the object's encryption).
+replica stream). ``public_meta`` is what the gateway gets: the manifest without ``v``, ``object_id`` (internal:
+it names the data file and keys the object's encryption), ``runs`` and ``part_count`` (an
+object made of several runs of chunks - appends, zero-copy multipart - see ``node.runs``).
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def parse_replica_meta(meta: Any) -> dict[str, Any]:
 
 def public_meta(manifest: dict[str, Any]) -> dict[str, Any]:
     """The ObjectMeta a gateway gets: no format version, no object id."""
-    return {k: v for k, v in manifest.items() if k not in ("v", "object_id")}
+    return {k: v for k, v in manifest.items() if k not in ("v", "object_id", "runs", "part_count")}
 
 
 def encode_manifest(manifest: dict[str, Any]) -> bytes:

@@ -22,6 +22,10 @@ class NodeMetrics:
         self.registry = reg
         self.chunks_written = Counter("onezone_node_chunks_written", "Sealed chunks written to local data files.",
                                       registry=reg)
+        self.renames = Counter("onezone_node_renames", "RenameObject calls applied (primary side): index "
+                               "entries moved, no data rewritten.", registry=reg)
+        self.appends = Counter("onezone_node_appends", "Appends (PutObject with a write offset) committed "
+                               "(primary side).", registry=reg)
         self.chunks_read = Counter("onezone_node_chunks_read", "Sealed chunks read and opened.", registry=reg)
         self.replication_duration = Histogram(
             "onezone_node_replication_duration_seconds",

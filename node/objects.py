@@ -58,6 +58,7 @@ from node.manifest import (
     start_manifest,
 )
 from node.metrics import NodeMetrics
+from node import runs
 from node.reader import ChunkReader
 from node.replication import Fanout
 from node.sealed_stream import ChunkCutter, encode_trailer
@@ -118,6 +119,13 @@ class _Put:
     size: int = 0
     committing: bool = False
     committed: bool = False
+
+
+_RUNS = object()  # _open_current: the version is made of several runs (node.runs)
+
+
+def has_runs(manifest: bytes) -> bool:
+    return b"\xa4runs" in manifest and "runs" in decode_manifest(manifest)
 
 
 def _no_such_key(key: str) -> NotFound:
@@ -375,6 +383,9 @@ class ObjectService:
         row, data = await trio.to_thread.run_sync(self._open_current, rec.bucket_id, key)
         if row is None:
             raise _no_such_key(key)
+        if data is _RUNS:  # appended (or zero-copy multipart): several runs of chunks
+            manifest = decode_manifest(row.manifest)
+            return public_meta(manifest), await runs.open_stream(self, rec, bucket, manifest, byte_range)
         if data is None:
             log.error("event=data_file_missing bucket=%s object_id=%s", bucket, row.object_id.hex())
             raise IntegrityError(f"the data of {key!r} is missing on {self.node_id}", kind="IntegrityError")
@@ -419,6 +430,8 @@ class ObjectService:
             row = self._store.get(bucket_id, key)
             if row is None:
                 return None, None
+            if has_runs(row.manifest):
+                return row, _RUNS
             try:
                 return row, self._store.open_data(bucket_id, row.object_id)
             except FileNotFoundError:

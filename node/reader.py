@@ -8,7 +8,10 @@ authenticated, but a forged length only lands the reader on bytes that fail to o
 
 Every chunk returned was authenticated (AES-GCM with the bucket, object and index in the AAD)
 and passed its CRC32, and the reader also checks what the manifest promises: the last-chunk
-flag exactly on chunk ``chunks - 1`` and the plaintext length of each chunk. Any failure is
+flag exactly on chunk ``chunks - 1`` and the plaintext length of each chunk. A reader reads
+one *run* (``node.runs``): for a run that continues an object (an append) the chunks' own
+indexes start at ``manifest["first_index"]``; positions given to ``seek`` and returned by
+``read`` are relative to the run. Any failure is
 ``IntegrityError`` kind ``IntegrityError``: bad bytes are never returned.
 """
 
@@ -34,6 +37,7 @@ class ChunkReader:
         self.chunk_bytes: int = manifest["chunk_bytes"]
         self.chunks: int = manifest["chunks"]
         self.size: int = manifest["size"]
+        self._first: int = manifest.get("first_index", 0)  # a run of an appended object starts later
         self._index = 0
         self._offset = 0
 
@@ -48,8 +52,8 @@ class ChunkReader:
             header = parse_header(raw)
         except ChunkError:
             raise _corrupt(f"chunk {index} has a malformed header") from None
-        if header.index != index:
-            raise _corrupt(f"chunk {index} has index {header.index}")
+        if header.index != self._first + index:
+            raise _corrupt(f"chunk {self._first + index} has index {header.index}")
         return header
 
     def seek(self, index: int) -> None:
@@ -76,7 +80,7 @@ class ChunkReader:
             raise _corrupt(f"chunk {index} is truncated")
         try:
             plaintext, last = open_chunk(self._key, bucket_id=self._bucket_id, object_id=self._object_id,
-                                         expected_index=index, sealed=sealed)
+                                         expected_index=self._first + index, sealed=sealed)
         except ChunkError as exc:
             raise _corrupt(f"chunk {index} failed verification: {exc}") from None
         if last != (index == self.chunks - 1):

@@ -8,8 +8,11 @@ primary refreshes its record to that epoch (so every new write already goes to t
 waits until the writes it started under older epochs have finished, then walks its own index
 and the target's (``ReplicaList``), both in key order, merging them:
 
-* a key the target lacks, or holds at another object id, is copied: the primary's sealed chunks
-  exactly as stored (ciphertext: no KMS call) with the original manifest, by ``ReplicaPut``;
+* a key the target lacks, or holds at another version (object id and ETag: an append keeps
+  the object id), is copied: the primary's sealed chunks exactly as stored (ciphertext: no
+  KMS call) with the original manifest, by ``ReplicaPut``; an object of several runs
+  (appends, ``node.runs``) is re-sealed as one run under the same object id (its plaintext:
+  this one needs the bucket key);
 * a key only the target holds (deleted while it was away) is deleted there (``ReplicaDelete``);
 * equal object ids are skipped (a node that comes back after being away catches up by copying
   only what it missed).
@@ -33,7 +36,10 @@ from node.buckets import BucketCache, BucketRecord, Replica
 from node.manifest import decode_manifest
 from node.metrics import NodeMetrics
 from node.objects import ObjectService
-from node.sealed_stream import encode_trailer
+from node import runs
+from node.chunk_codec import derive_object_key, seal_chunk
+from node.runs import version_tag
+from node.sealed_stream import ChunkCutter, encode_trailer
 from node.store import ObjectStore
 from proto.errors import InvalidRequest, RpcError
 
@@ -120,7 +126,7 @@ class Repairer:
                 if row is None and there is not None:
                     await client.call("ReplicaDelete", {**base, "key": key})
                     deleted += 1
-                elif row is not None and row.object_id != there:
+                elif row is not None and version_tag(row.object_id, decode_manifest(row.manifest)) != there:
                     await self.copy(client, base, decode_manifest(row.manifest), rec.bucket_id)
                     copied += 1
             self._metrics.repair_keys.inc()
@@ -128,6 +134,9 @@ class Repairer:
 
     async def copy(self, client: Any, base: dict[str, Any], manifest: dict[str, Any], bucket_id: bytes) -> None:
         """Send one stored object version (sealed, as stored) to a replica; throttled."""
+        if "runs" in manifest:
+            await self._copy_resealed(client, base, manifest)
+            return
         data = await trio.to_thread.run_sync(self._store.open_data, bucket_id, manifest["object_id"])
         trailer = {k: manifest[k] for k in _TRAILER_FIELDS if k in manifest}
         trailer["epoch"] = base["epoch"]
@@ -145,6 +154,39 @@ class Repairer:
                 data.close()
 
         await client.call("ReplicaPut", {**base, "meta": replica_start(manifest)}, body=body())
+
+    async def _copy_resealed(self, client: Any, base: dict[str, Any], manifest: dict[str, Any]) -> None:
+        """Copy an object of several runs (``node.runs``) as one run: its plaintext, read and
+        verified run by run, re-sealed under the same object id (chunks 0..n-1) and sent with
+        ``ReplicaPut`` and the same ETag and checksum. This needs the bucket key (cached; a KMS
+        Decrypt otherwise), unlike the copy of a single-run object."""
+        rec = self._buckets.by_id(base["bucket_id"])
+        if rec is None:
+            rec = await self._buckets.get(base["bucket"])
+        stream = await runs.open_stream(self._objects, rec, rec.name, manifest, None)
+        object_key = derive_object_key(await self._objects._bucket_key(rec, manifest["key_gen"]), manifest["object_id"])
+        start = {k: v for k, v in replica_start(manifest).items() if k not in ("runs", "part_count")}
+        trailer = {k: manifest[k] for k in _TRAILER_FIELDS if k in manifest}
+        cutter = ChunkCutter(manifest["chunk_bytes"])
+        trailer.update(chunks=None, epoch=base["epoch"])
+
+        def seal(index: int, data: bytes, last: bool) -> bytes:
+            return seal_chunk(object_key, bucket_id=rec.bucket_id, object_id=manifest["object_id"], index=index,
+                              last=last, plaintext=data)
+
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in stream:
+                for chunk in cutter.feed(piece):
+                    sealed = await trio.to_thread.run_sync(seal, *chunk)
+                    self._metrics.repair_bytes.inc(len(sealed))
+                    yield sealed
+                if self._rate > 0:
+                    await trio.sleep(len(piece) / self._rate)
+            yield await trio.to_thread.run_sync(seal, *cutter.finish())
+            trailer["chunks"] = cutter.chunks
+            yield encode_trailer(trailer)
+
+        await client.call("ReplicaPut", {**base, "meta": start}, body=body())
 
     async def repair_object(self, rec: BucketRecord, key: str, object_id: bytes) -> bool:
         """Replace this node's damaged copy of one object version with a peer's (``ReplicaFetch``:
@@ -189,7 +231,7 @@ class Repairer:
             rows, truncated = await trio.to_thread.run_sync(
                 lambda: self._store.list(rec.bucket_id, start_after=after, limit=PAGE))
             for r in rows:
-                yield r.key, r.object_id
+                yield r.key, version_tag(r.object_id, decode_manifest(r.manifest))
             if not truncated or not rows:
                 return
             after = rows[-1].key

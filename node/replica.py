@@ -25,7 +25,8 @@ from typing import Any
 import trio
 
 from node.buckets import BucketCache, BucketRecord
-from node.manifest import encode_manifest, finish_manifest
+from node.manifest import decode_manifest, encode_manifest, finish_manifest
+from node.runs import version_tag
 from node.metrics import NodeMetrics
 from node.sealed_stream import SealedStreamParser, StreamError
 from node.store import ObjectStore
@@ -119,11 +120,13 @@ class ReplicaService:
 
     async def replica_list(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, start_after: str,
                            limit: int) -> dict[str, Any]:
-        """(key, object id) pairs of this replica's copy, in key order: what ``node.repair`` compares."""
+        """(key, version tag) pairs of this replica's copy, in key order: what ``node.repair``
+        compares (``node.runs.version_tag``: object id + a hash of the ETag)."""
         await self._record_for_replica(bucket, bucket_id, epoch, caller)
         rows, truncated = await trio.to_thread.run_sync(
             lambda: self._store.list(bucket_id, start_after=start_after, limit=limit))
-        return {"entries": [[r.key, r.object_id] for r in rows], "truncated": truncated}
+        return {"entries": [[r.key, version_tag(r.object_id, decode_manifest(r.manifest))] for r in rows],
+                "truncated": truncated}
 
     async def replica_fetch(self, *, caller: str, bucket_id: bytes, bucket: str, key: str,
                             object_id: bytes) -> tuple[dict[str, Any], AsyncIterator[bytes]]:

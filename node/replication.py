@@ -57,7 +57,8 @@ class Fanout:
     """See the module docstring. ``start(nursery)`` launches the calls."""
 
     def __init__(self, peers: list[tuple[str, Any]], args: dict[str, Any], *, window: int = 2,
-                 request_id: str | None = None, on_failure: Any = None) -> None:
+                 request_id: str | None = None, on_failure: Any = None, method: str = "ReplicaPut") -> None:
+        self._method = method  # ReplicaAppend streams the same way (node.append)
         self._peers: list[_Peer] = []
         for node_id, client in peers:
             send, receive = trio.open_memory_channel[bytes](window)
@@ -80,7 +81,7 @@ class Fanout:
         deadline = trio.current_effective_deadline()
         timeout = None if math.isinf(deadline) else max(0.001, deadline - trio.current_time())
         try:
-            await peer.client.call("ReplicaPut", self._args, body=self._body(peer), timeout_s=timeout,
+            await peer.client.call(self._method, self._args, body=self._body(peer), timeout_s=timeout,
                                    request_id=self._request_id)
             if not peer.trailer_sent:
                 raise Unavailable(f"{peer.node_id} answered ReplicaPut before the end of the body")

@@ -86,8 +86,9 @@ def encode_trailer(fields: dict[str, Any]) -> bytes:
 class SealedStreamParser:
     _HEADER, _BODY, _TRAILER = range(3)
 
-    def __init__(self, chunk_bytes: int) -> None:
+    def __init__(self, chunk_bytes: int, first_index: int = 0) -> None:
         self.chunk_bytes = chunk_bytes
+        self.first_index = first_index  # an appended run continues its object's chunk indexes
         self.chunks = 0
         self.plaintext_bytes = 0
         self.sealed_bytes = 0
@@ -136,12 +137,12 @@ class SealedStreamParser:
             header = parse_header(raw)
         except FormatError as exc:
             raise StreamError(f"bad chunk header: {exc}") from None
-        if header.index != self.chunks:
-            raise StreamError(f"chunk index {header.index}, expected {self.chunks}")
+        if header.index != self.first_index + self.chunks:
+            raise StreamError(f"chunk index {header.index}, expected {self.first_index + self.chunks}")
         if header.last:
             if header.plaintext_length > self.chunk_bytes:
                 raise StreamError("last chunk larger than chunk_bytes")
-            if header.plaintext_length == 0 and header.index != 0:
+            if header.plaintext_length == 0 and self.chunks != 0:
                 raise StreamError("empty last chunk after other chunks")
         elif header.plaintext_length != self.chunk_bytes:
             raise StreamError(f"chunk {header.index} holds {header.plaintext_length} bytes, "

@@ -15,7 +15,7 @@ starting with the same 32-byte file header, so every file on disk names its form
 A **log segment** (``log-<seq hex>.ozs``) is a sequence of records, each::
 
     0  2 magic     b"OR"
-    2  1 type      DATA (1) | COMMIT (2) | REMOVE (3)
+    2  1 type      DATA (1) | COMMIT (2) | REMOVE (3) | RENAME (4)
     3  1 reserved  0
     4  4 length    u32 payload length (<= MAX_RECORD_PAYLOAD)
     8  4 crc32     of type byte + payload
@@ -23,10 +23,18 @@ A **log segment** (``log-<seq hex>.ozs``) is a sequence of records, each::
 
 * DATA: the sealed chunks of one small object, exactly as the reader wants them.
 * COMMIT: msgpack map {b: bucket id, k: key, o: object id, z: size, m: manifest,
-  s: segment seq, f: offset, n: length, c: crc32 of the data, r?: true} - the index row it
-  makes; with ``r`` (a rewrite by repair or compaction) it applies only while the key still
-  points at that object id, and only moves the extent.
+  s: segment seq, f: offset, n: length, c: crc32 of the data, r?: true, e?: extent id,
+  R?: [extent ids], x?: [[key, object id]]} - the index row it makes; with ``r`` (a rewrite by
+  repair or compaction) it applies only while the key still points at that object id, and only
+  moves the extent. ``e``: the location is that of another extent of the object (an appended
+  run); ``R``: the further extents the object owns; ``x``: rows removed in the same step (a
+  zero-copy Complete adopting its parts); ``s f n c`` are absent when no data was written
+  (``node.store_index.apply_commit``).
 * REMOVE: msgpack map {b: bucket id, k: key}.
+* RENAME: msgpack map {b: bucket id, k: source key, d: destination key, o: object id,
+  m: the manifest under the new name} - moves the index row of ``k`` to ``d`` (replacing
+  whatever ``d`` held) if ``k`` still points at ``o``, else does nothing. One record, so a
+  rename is atomic: after a crash either both keys changed or neither did. No data moves.
 
 The log is the index's write-ahead log: the store appends records, fsyncs the segment (group
 commit), and only then applies them to SQLite, which it runs with ``synchronous=NORMAL``; at
@@ -56,7 +64,7 @@ FILE_HEADER = struct.Struct(">4sHBBQ12x")
 FILE_HEADER_SIZE = FILE_HEADER.size + 4  # 32 with the crc
 
 REC_MAGIC = b"OR"
-REC_DATA, REC_COMMIT, REC_REMOVE = 1, 2, 3
+REC_DATA, REC_COMMIT, REC_REMOVE, REC_RENAME = 1, 2, 3, 4
 REC_HEADER = struct.Struct(">2sBBII")
 REC_HEADER_SIZE = REC_HEADER.size  # 12
 MAX_RECORD_PAYLOAD = 256 * 1024 * 1024
@@ -112,8 +120,17 @@ def commit_payload(*, bucket_id: bytes, key: str, object_id: bytes, size: int, m
     return msgpack.packb(doc, use_bin_type=True)
 
 
+def pack_fields(doc: dict[str, Any]) -> bytes:
+    """A COMMIT record's payload from its map (any of the optional fields)."""
+    return msgpack.packb(doc, use_bin_type=True)
+
+
 def remove_payload(*, bucket_id: bytes, key: str) -> bytes:
     return msgpack.packb({"b": bucket_id, "k": key}, use_bin_type=True)
+
+
+def rename_payload(*, bucket_id: bytes, src: str, dst: str, object_id: bytes, manifest: bytes) -> bytes:
+    return msgpack.packb({"b": bucket_id, "k": src, "d": dst, "o": object_id, "m": manifest}, use_bin_type=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +145,7 @@ class Record:
         return self.payload_offset + len(self.payload)
 
     def fields(self) -> dict[str, Any]:
-        """The decoded map of a COMMIT or REMOVE record (ValueError if malformed)."""
+        """The decoded map of a COMMIT, REMOVE or RENAME record (ValueError if malformed)."""
         try:
             doc = msgpack.unpackb(self.payload, raw=False)
         except (ValueError, msgpack.ExtraData) as exc:
@@ -136,9 +153,15 @@ class Record:
         if not isinstance(doc, dict) or not isinstance(doc.get("b"), bytes) or not isinstance(doc.get("k"), str):
             raise ValueError("malformed record map")
         if self.type == REC_COMMIT:
-            for name, tp in (("o", bytes), ("z", int), ("m", bytes), ("s", int), ("f", int), ("n", int), ("c", int)):
+            names = (("o", bytes), ("z", int), ("m", bytes)) + (
+                (("s", int), ("f", int), ("n", int), ("c", int)) if "s" in doc else ())
+            for name, tp in names:
                 if not isinstance(doc.get(name), tp):
                     raise ValueError(f"malformed commit record field {name}")
+        elif self.type == REC_RENAME:
+            for name, tp in (("d", str), ("o", bytes), ("m", bytes)):
+                if not isinstance(doc.get(name), tp):
+                    raise ValueError(f"malformed rename record field {name}")
         return doc
 
 
@@ -148,7 +171,7 @@ def parse_record(buf: bytes, pos: int, base: int) -> Record | None:
     if len(buf) - pos < REC_HEADER_SIZE:
         return None
     magic, rtype, _res, length, crc = REC_HEADER.unpack_from(buf, pos)
-    if magic != REC_MAGIC or rtype not in (REC_DATA, REC_COMMIT, REC_REMOVE) or length > MAX_RECORD_PAYLOAD:
+    if magic != REC_MAGIC or rtype not in (REC_DATA, REC_COMMIT, REC_REMOVE, REC_RENAME) or length > MAX_RECORD_PAYLOAD:
         return None
     start = pos + REC_HEADER_SIZE
     if len(buf) - start < length:

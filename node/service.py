@@ -13,6 +13,10 @@ from typing import Any
 
 from node.manifest import check_key, parse_replica_meta, parse_user_fields
 from node.objects import ObjectService
+from node.append import Appender
+from node.complete import Completer
+from node.manifest import MAX_CHUNK_BYTES, MAX_PARTS
+from node.rename import Conditions, Renamer
 from node.replica import ReplicaService
 from proto.errors import InvalidRequest
 from proto.logs import request_id_var
@@ -29,6 +33,12 @@ ACL: dict[str, list[str]] = {
     "ReplicaList": ["node-*"],
     "ReplicaFetch": ["node-*"],
     "SyncReplica": ["coordinator", "admin"],
+    "RenameObject": ["gateway"],
+    "ReplicaRename": ["node-*"],
+    "AppendObject": ["gateway"],
+    "ReplicaAppend": ["node-*"],
+    "CompleteMultipart": ["gateway"],
+    "ReplicaComplete": ["node-*"],
 }
 
 MAX_BUCKET_NAME = 255
@@ -36,6 +46,7 @@ MAX_BUCKET_ID_BYTES = 64
 MAX_KEY_ARG_BYTES = 1024
 MAX_LIST_KEYS = 1000
 
+_CONDITIONS = ("if_match", "if_none_match", "if_modified_since", "if_unmodified_since")
 _ARGS: dict[str, frozenset[str]] = {
     "PutObject": frozenset({"bucket", "key", "bucket_version", "meta", "if_none_match", "if_match"}),
     "GetObject": frozenset({"bucket", "key", "bucket_version", "range"}),
@@ -47,6 +58,14 @@ _ARGS: dict[str, frozenset[str]] = {
     "ReplicaList": frozenset({"bucket_id", "bucket", "epoch", "start_after", "limit"}),
     "SyncReplica": frozenset({"bucket", "epoch", "target"}),
     "ReplicaFetch": frozenset({"bucket_id", "bucket", "key", "object_id"}),
+    "RenameObject": frozenset({"bucket", "key", "source_key", "bucket_version", "client_token",
+                               *(f"{side}_{c}" for side in ("source", "dest") for c in _CONDITIONS)}),
+    "ReplicaRename": frozenset({"bucket_id", "bucket", "epoch", "src", "dst", "object_id"}),
+    "AppendObject": frozenset({"bucket", "key", "bucket_version", "offset", "meta"}),
+    "ReplicaAppend": frozenset({"bucket_id", "bucket", "epoch", "key", "object_id", "extent_id", "first_index",
+                                "base_etag", "chunk_bytes"}),
+    "CompleteMultipart": frozenset({"bucket", "key", "bucket_version", "meta", "parts", "if_none_match", "if_match"}),
+    "ReplicaComplete": frozenset({"bucket_id", "bucket", "epoch", "key", "object_id", "take", "manifest"}),
 }
 
 
@@ -101,10 +120,14 @@ def _range(args: dict[str, Any]) -> tuple[int, int] | None:
 
 
 class NodeHandlers:
-    def __init__(self, objects: ObjectService, replicas: ReplicaService, repairer: Any = None) -> None:
+    def __init__(self, objects: ObjectService, replicas: ReplicaService, repairer: Any = None,
+                 renamer: Renamer | None = None) -> None:
         self._objects = objects
         self._replicas = replicas
         self._repairer = repairer
+        self._renamer = renamer if renamer is not None else Renamer(objects, replicas)
+        self._appender = Appender(objects, replicas)
+        self._completer = Completer(objects, replicas)
 
     def handlers(self) -> dict[str, Handler]:
         table: dict[str, Callable[[Call], Any]] = {
@@ -112,7 +135,10 @@ class NodeHandlers:
             "DeleteObject": self.delete_object, "ListObjects": self.list_objects,
             "ReplicaPut": self.replica_put, "ReplicaDelete": self.replica_delete,
             "ReplicaList": self.replica_list, "SyncReplica": self.sync_replica,
-            "ReplicaFetch": self.replica_fetch,
+            "ReplicaFetch": self.replica_fetch, "RenameObject": self.rename_object,
+            "ReplicaRename": self.replica_rename, "AppendObject": self.append_object,
+            "ReplicaAppend": self.replica_append, "CompleteMultipart": self.complete_multipart,
+            "ReplicaComplete": self.replica_complete,
         }
         return table
 
@@ -197,3 +223,89 @@ class NodeHandlers:
                                                         bucket=_bucket(a), key=check_key(a.get("key")),
                                                         object_id=object_id)
         return Streamed(meta, body)
+
+    @staticmethod
+    def _conditions(a: dict[str, Any], side: str) -> Conditions:
+        out: dict[str, Any] = {}
+        for name in ("if_match", "if_none_match"):
+            if a.get(f"{side}_{name}") is not None:
+                out[name] = _str(a, f"{side}_{name}", max_bytes=MAX_KEY_ARG_BYTES).strip().strip('"')
+        for name in ("if_modified_since", "if_unmodified_since"):
+            value = a.get(f"{side}_{name}")
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise _invalid(f"{side}_{name} must be a number (epoch seconds)")
+                out[name] = float(value)
+        return Conditions(**out)
+
+    async def rename_object(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        token = None if a.get("client_token") is None else _str(a, "client_token", max_bytes=128)
+        return await self._renamer.rename_object(
+            bucket=_bucket(a), src=check_key(a.get("source_key")), dst=check_key(a.get("key")),
+            bucket_version=_int(a, "bucket_version"), src_cond=self._conditions(a, "source"),
+            dst_cond=self._conditions(a, "dest"), client_token=token, request_id=call.request_id)
+
+    async def replica_rename(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        object_id = a.get("object_id")
+        if not isinstance(object_id, bytes) or len(object_id) != 16:
+            raise _invalid("object_id must be 16 bytes")
+        return await self._renamer.replica_rename(caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a),
+                                                  epoch=_int(a, "epoch"), src=check_key(a.get("src")),
+                                                  dst=check_key(a.get("dst")), object_id=object_id)
+
+    async def append_object(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        user = parse_user_fields(a.get("meta"))
+        meta = await self._appender.append_object(bucket=_bucket(a), key=check_key(a.get("key")),
+                                                  bucket_version=_int(a, "bucket_version"), offset=_int(a, "offset"),
+                                                  user=user, body=call.body, request_id=call.request_id)
+        return {"meta": meta}
+
+    async def replica_append(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        ids = {}
+        for name in ("object_id", "extent_id"):
+            value = a.get(name)
+            if not isinstance(value, bytes) or len(value) != 16:
+                raise _invalid(f"{name} must be 16 bytes")
+            ids[name] = value
+        chunk_bytes = _int(a, "chunk_bytes", lo=1)
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise _invalid("chunk_bytes is out of range")
+        return await self._appender.replica_append(
+            caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a), epoch=_int(a, "epoch"),
+            key=check_key(a.get("key")), first_index=_int(a, "first_index"), base_etag=_str(a, "base_etag", max_bytes=128),
+            chunk_bytes=chunk_bytes, body=call.body, **ids)
+
+    async def complete_multipart(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        parts = a.get("parts")
+        if not isinstance(parts, list) or not 1 <= len(parts) <= MAX_PARTS:
+            raise _invalid(f"parts must list 1..{MAX_PARTS} keys")
+        parts = [check_key(p) for p in parts]
+        if_none_match = a.get("if_none_match", False)
+        if not isinstance(if_none_match, bool):
+            raise _invalid("if_none_match must be a boolean")
+        if_match = None if a.get("if_match") is None else _str(a, "if_match", max_bytes=MAX_KEY_ARG_BYTES)
+        meta = await self._completer.complete(
+            bucket=_bucket(a), key=check_key(a.get("key")), bucket_version=_int(a, "bucket_version"),
+            user=parse_user_fields(a.get("meta")), parts=parts, if_none_match=if_none_match, if_match=if_match,
+            request_id=call.request_id)
+        return {"meta": meta}
+
+    async def replica_complete(self, call: Call) -> dict[str, Any]:
+        a = self._begin(call)
+        object_id, manifest, take = a.get("object_id"), a.get("manifest"), a.get("take")
+        if not isinstance(object_id, bytes) or len(object_id) != 16:
+            raise _invalid("object_id must be 16 bytes")
+        if not isinstance(manifest, bytes):
+            raise _invalid("manifest must be bytes")
+        if not isinstance(take, list) or not 1 <= len(take) <= MAX_PARTS or not all(
+                isinstance(t, list) and len(t) == 2 and isinstance(t[1], bytes) and len(t[1]) == 16 for t in take):
+            raise _invalid(f"take must list 1..{MAX_PARTS} [key, object id] pairs")
+        return await self._completer.replica_complete(
+            caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a), epoch=_int(a, "epoch"),
+            key=check_key(a.get("key")), object_id=object_id, take=[(check_key(k), o) for k, o in take],
+            manifest=manifest)

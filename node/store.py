@@ -9,7 +9,7 @@ fsync, SQLite); callers run them in ``trio.to_thread.run_sync``.
 
 Public interface (what ``node.objects``, ``node.replica`` and others use; stable):
 ``open``, ``close``, ``create_incoming`` -> ``IncomingFile`` (``write``, ``publish``,
-``abort``), ``commit``, ``get``, ``list``, ``remove``, ``open_data`` -> ``DataFile``
+``abort``), ``commit``, ``get``, ``list``, ``remove``, ``rename``, ``open_data`` -> ``DataFile``
 (``pread``, ``size``, ``close``), ``delete_data``, ``used_bytes``, ``object_count``,
 ``recovery``; plus ``locate``, ``extents``, ``check_extent``, ``rewrite``, ``live_bytes``
 for the scrubber, repair and compaction.
@@ -52,9 +52,10 @@ from pathlib import Path
 
 from node.segment_log import SegmentLog, fsync_dir, write_all
 from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_DATA, REC_HEADER_SIZE,
-                           REC_REMOVE, commit_payload, encode_file_header, encode_record, remove_payload,
-                           segment_name)
-from node.store_index import IndexRow, apply_commit, apply_remove, open_index, set_applied
+                           REC_REMOVE, REC_RENAME, encode_file_header, encode_record, pack_fields, remove_payload,
+                           rename_payload, segment_name)
+from node.store_index import (IndexRow, NotApplied, apply_commit, apply_remove, apply_rename, open_index,
+                              set_applied)
 from node.store_recovery import Recovery, recover
 
 log = logging.getLogger(__name__)
@@ -297,17 +298,23 @@ class ObjectStore:
             self._writing[(bucket_id, object_id)] = incoming
         return incoming
 
-    def commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes) -> bytes | None:
+    def commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
+               extent_id: bytes | None = None, runs: list[bytes] | None = None) -> bytes | None:
         """Make ``key`` point at the published ``object_id`` (durable when this returns).
+
+        ``extent_id`` (an append): the published data is that extent of ``object_id`` (created
+        with ``create_incoming(bucket_id, extent_id)``), and ``runs`` is the full list of the
+        further extents ``object_id`` owns from now on.
 
         Returns:
             The object id the key pointed at before (its data is the caller's to delete), or None.
         Raises:
-            ValueError: ``object_id`` was not published; OSError: the disk failed.
+            ValueError: the data was not published; OSError: the disk failed.
         """
         _check_ids(bucket_id, object_id)
+        ext_id = object_id if extent_id is None else extent_id
         with self._seqlock:
-            incoming = self._writing.get((bucket_id, object_id))
+            incoming = self._writing.get((bucket_id, ext_id))
         if incoming is None or not incoming.published:
             raise ValueError("commit of an object id that is not published")
         data = incoming.data() if incoming.inline else b""
@@ -318,11 +325,13 @@ class ObjectStore:
                 head = encode_record(REC_DATA, data)
             else:
                 loc, head = (incoming.blob_seq, FILE_HEADER_SIZE, incoming.size), b""
-            payload = commit_payload(bucket_id=bucket_id, key=key, object_id=object_id, size=size,
-                                     manifest=manifest, seq=loc[0], offset=loc[1], length=loc[2], crc=incoming.crc)
             fields = {"b": bucket_id, "k": key, "o": object_id, "z": size, "m": manifest, "s": loc[0],
                       "f": loc[1], "n": loc[2], "c": incoming.crc}
-            return head + encode_record(REC_COMMIT, payload), lambda db: apply_commit(db, fields)
+            if extent_id is not None:
+                fields["e"] = extent_id
+            if runs is not None:
+                fields["R"] = list(runs)
+            return head + encode_record(REC_COMMIT, pack_fields(fields)), lambda db: apply_commit(db, fields)
 
         old, created = self.log.append(build)
         self._forget(incoming)
@@ -331,9 +340,35 @@ class ObjectStore:
             self.object_count += 1
         return old
 
-    def rewrite(self, bucket_id: bytes, key: str, object_id: bytes, data: bytes) -> bool:
+    def link(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
+             runs: list[bytes], take: list[tuple[str, bytes]]) -> tuple[bool, bytes | None]:
+        """Make ``key`` point at ``object_id`` made only of existing extents (``runs``), removing
+        the rows ``take`` (``[(key, object id)]``) in the same record: their extents are adopted,
+        not freed. No data is written. Applied only if every ``take`` key still points at its
+        object id (atomic, durable when this returns).
+
+        Returns:
+            (linked, the object id ``key`` pointed at before: the caller's to delete).
+        """
+        _check_ids(bucket_id, object_id)
+        fields = {"b": bucket_id, "k": key, "o": object_id, "z": size, "m": manifest, "R": list(runs),
+                  "x": [[k, o] for k, o in take]}
+
+        def build(seq: int, offset: int):
+            return encode_record(REC_COMMIT, pack_fields(fields)), lambda db: apply_commit(db, fields)
+
+        result = self.log.append(build)
+        if isinstance(result, NotApplied):
+            return False, None
+        old, created = result
+        self.object_count += (1 if created else 0) - len(take)
+        return True, old
+
+    def rewrite(self, bucket_id: bytes, key: str, object_id: bytes, data: bytes, *,
+                extent_id: bytes | None = None) -> bool:
         """Store a fresh copy of ``key``'s extent (repair, compaction) if ``key`` still points at
-        ``object_id``; True if it did. The old extent's space becomes garbage."""
+        ``object_id`` (and, for ``extent_id``, the object still owns that extent); True if it
+        did. The old extent's space becomes garbage."""
         row = self.get(bucket_id, key)
         if row is None or row.object_id != object_id:
             return False
@@ -342,14 +377,13 @@ class ObjectStore:
         def build(seq: int, offset: int):
             fields = {"b": bucket_id, "k": key, "o": object_id, "z": 0, "m": row.manifest, "s": seq,
                       "f": offset + REC_HEADER_SIZE, "n": len(data), "c": crc, "r": True}
-            payload = commit_payload(bucket_id=bucket_id, key=key, object_id=object_id, size=0,
-                                     manifest=row.manifest, seq=seq, offset=offset + REC_HEADER_SIZE,
-                                     length=len(data), crc=crc, rewrite=True)
-            rec = encode_record(REC_COMMIT, payload)
+            if extent_id is not None and extent_id != object_id:
+                fields["e"] = extent_id
+            rec = encode_record(REC_COMMIT, pack_fields(fields))
             return encode_record(REC_DATA, data) + rec, lambda db: apply_commit(db, fields)
 
-        old, _created = self.log.append(build)
-        return old == object_id
+        old, moved = self.log.append(build)
+        return old == object_id and moved
 
     def remove(self, bucket_id: bytes, key: str) -> bytes | None:
         """Delete ``key`` (durable when this returns); the object id it pointed at, or None."""
@@ -362,6 +396,25 @@ class ObjectStore:
         if old is not None:
             self.object_count -= 1
         return old
+
+    def rename(self, bucket_id: bytes, src: str, dst: str, object_id: bytes, manifest: bytes) -> tuple[bool, bytes | None]:
+        """Move ``src``'s index row to ``dst`` with a new manifest, if ``src`` still points at
+        ``object_id`` (one RENAME record: atomic, durable when this returns; no data moves).
+
+        Returns:
+            (renamed, the object id ``dst`` pointed at before: its data is the caller's to delete).
+        """
+        _check_ids(bucket_id, object_id)
+        fields = {"b": bucket_id, "k": src, "d": dst, "o": object_id, "m": manifest}
+        payload = rename_payload(bucket_id=bucket_id, src=src, dst=dst, object_id=object_id, manifest=manifest)
+
+        def build(seq: int, offset: int):
+            return encode_record(REC_RENAME, payload), lambda db: apply_rename(db, fields)
+
+        done, old = self.log.append(build)
+        if done and old is not None:
+            self.object_count -= 1
+        return done, old
 
     def _apply_batch(self, batch: list, end: tuple[int, int]) -> None:
         with self._dblock:
@@ -379,17 +432,48 @@ class ObjectStore:
                 raise
 
     def delete_data(self, bucket_id: bytes, object_id: bytes) -> None:
-        """Drop an old version's extent (missing is fine); a blob file is unlinked now, log
-        space is left to compaction."""
+        """Drop an old version's extents (its own and its runs'; missing is fine) that nothing
+        live references any more (an extent another live version adopted stays); a blob file is
+        unlinked now, log space is left to compaction."""
         _check_ids(bucket_id, object_id)
+        blobs = []
         with self._dblock:
-            row = self._db.execute("SELECT seq, offset FROM extents WHERE bucket_id = ? AND object_id = ?",
-                                   (bucket_id, object_id)).fetchone()
-            if row is None:
-                return
-            self._db.execute("DELETE FROM extents WHERE bucket_id = ? AND object_id = ?", (bucket_id, object_id))
-        if row[1] == FILE_HEADER_SIZE:
-            self._unlink_segment(self.segment_path(row[0], KIND_BLOB))
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [object_id] + [bytes(r[0]) for r in db.execute(
+                    "SELECT extent_id FROM runs WHERE bucket_id = ? AND owner = ?", (bucket_id, object_id))]
+                db.execute("DELETE FROM runs WHERE bucket_id = ? AND owner = ?", (bucket_id, object_id))
+                for ext in ids:
+                    if db.execute("SELECT 1 FROM runs WHERE bucket_id = ? AND extent_id = ? LIMIT 1",
+                                  (bucket_id, ext)).fetchone() or (ext != object_id and db.execute(
+                                      "SELECT 1 FROM objects WHERE bucket_id = ? AND object_id = ? LIMIT 1",
+                                      (bucket_id, ext)).fetchone()):
+                        continue  # still referenced by a live object
+                    row = db.execute("SELECT seq, offset FROM extents WHERE bucket_id = ? AND object_id = ?",
+                                     (bucket_id, ext)).fetchone()
+                    if row is None:
+                        continue
+                    db.execute("DELETE FROM extents WHERE bucket_id = ? AND object_id = ?", (bucket_id, ext))
+                    if row[1] == FILE_HEADER_SIZE:
+                        blobs.append(row[0])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        for seq in blobs:
+            self._unlink_segment(self.segment_path(seq, KIND_BLOB))
+
+    def holder_of(self, bucket_id: bytes, extent_id: bytes) -> tuple[str, bytes] | None:
+        """(key, object id) of the live object version that holds an extent, or None."""
+        key = self.key_of(bucket_id, extent_id)
+        if key is not None:
+            return key, extent_id
+        with self._rlock:
+            row = self._rdb.execute("SELECT o.key, o.object_id FROM runs r JOIN objects o ON o.bucket_id = r.bucket_id "
+                                    "AND o.object_id = r.owner WHERE r.bucket_id = ? AND r.extent_id = ? LIMIT 1",
+                                    (bucket_id, extent_id)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, bucket_id: bytes, key: str) -> IndexRow | None:

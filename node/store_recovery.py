@@ -11,7 +11,8 @@
    newest log segment ends the log and the file is truncated there (that write was never
    acknowledged: its fsync had not returned). A corrupt record in an older segment is
    reported and replay of that segment stops;
-4. drops extents that no index row names (old versions whose deletion did not run, replayed
+4. drops ``runs`` rows of versions no key points at, and extents that no index row (nor a live
+   version's ``runs`` row) names (old versions whose deletion did not run, replayed
    overwrites and removes), removes blob files no extent names, and reports extents whose
    file is missing or too short (only a lost disk can cause that).
 
@@ -26,9 +27,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_REMOVE, SegmentFormatError,
+from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_REMOVE, REC_RENAME,
+                           SegmentFormatError,
                            decode_file_header, parse_record, parse_segment_name)
-from node.store_index import applied, apply_commit, apply_remove, set_applied
+from node.store_index import applied, apply_commit, apply_remove, apply_rename, set_applied
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,11 @@ def recover(data_dir: Path, db: sqlite3.Connection) -> tuple[Recovery, int, int]
     replayed, truncated = _replay(db, logs)
 
     db.execute("BEGIN IMMEDIATE")
+    db.execute("DELETE FROM runs WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = runs.bucket_id "
+               "AND o.object_id = runs.owner)")
     db.execute("DELETE FROM extents WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = extents.bucket_id "
-               "AND o.object_id = extents.object_id)")
+               "AND o.object_id = extents.object_id) AND NOT EXISTS (SELECT 1 FROM runs r WHERE "
+               "r.bucket_id = extents.bucket_id AND r.extent_id = extents.object_id)")
     db.execute("COMMIT")
     sizes = {seq: p.stat().st_size for seq, p in logs}
     sizes.update({seq: p.stat().st_size for seq, p in blobs.items()})
@@ -139,7 +144,7 @@ def _replay(db: sqlite3.Connection, logs: list[tuple[int, Path]]) -> tuple[int, 
                 rec = parse_record(data, pos, 0)
                 if rec is None:
                     break
-                if rec.type in (REC_COMMIT, REC_REMOVE):
+                if rec.type in (REC_COMMIT, REC_REMOVE, REC_RENAME):
                     try:
                         fields = rec.fields()
                     except ValueError as exc:
@@ -148,6 +153,8 @@ def _replay(db: sqlite3.Connection, logs: list[tuple[int, Path]]) -> tuple[int, 
                         break
                     if rec.type == REC_COMMIT:
                         apply_commit(db, fields)
+                    elif rec.type == REC_RENAME:
+                        apply_rename(db, fields)
                     else:
                         apply_remove(db, fields["b"], fields["k"])
                     replayed += 1
