@@ -3,7 +3,9 @@ fetch a good copy of one object version from a peer (read repair and scrubbing).
 
 Theory of operation (sync)
 --------------------------
-The coordinator tells the primary that ``target`` joined the bucket's set at ``epoch``. The
+The coordinator (``coordinator.sync_driver``) asks the primary to copy the bucket to
+``target``, a replica marked ``syncing`` in the record of ``epoch``: one that just joined the
+set (replacement, drain, spare, ``AddReplica``) or came back after missing writes. The
 primary refreshes its record to that epoch (so every new write already goes to the target too),
 waits until the writes it started under older epochs have finished, then walks its own index
 and the target's (``ReplicaList``), both in key order, merging them:
@@ -18,13 +20,21 @@ Each key is handled under the primary's per-key lock, the one writers hold while
 so a copy can never overwrite a newer write or resurrect a delete. Copies are throttled to
 ``rate_bytes_per_s``; progress is in the ``onezone_node_repair_*`` metrics. Syncs run in the
 daemon's nursery, one per (bucket, target) at a time.
+
+When the merge is complete the primary reports it (``ReportReplicaSynced {node_id: target,
+bucket, epoch}``): every object older than the epoch is on the target, and every write of the
+epoch went to it too, so the coordinator clears ``syncing`` and the replica counts as a full
+copy (it may become primary). A report the coordinator refuses (the set changed meanwhile:
+``StaleEpoch``) is simply dropped: the coordinator asks again at the new epoch, and the second
+pass copies only what differs. The primary is the only reporter: the target never declares
+itself complete.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -52,7 +62,8 @@ def replica_start(manifest: dict[str, Any]) -> dict[str, Any]:
 
 class Repairer:
     def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, objects: ObjectService,
-                 peer_client: Callable[[Replica], Any], metrics: NodeMetrics, rate_bytes_per_s: float) -> None:
+                 peer_client: Callable[[Replica], Any], metrics: NodeMetrics, rate_bytes_per_s: float,
+                 report_synced: Callable[[str, str, int], Awaitable[Any]] | None = None) -> None:
         self.node_id = node_id
         self._store = store
         self._buckets = buckets
@@ -60,6 +71,8 @@ class Repairer:
         self._peer_client = peer_client
         self._metrics = metrics
         self._rate = rate_bytes_per_s
+        self._report_synced = report_synced
+        self.syncs_done = 0
         self._running: set[tuple[str, str]] = set()
         self._nursery: trio.Nursery | None = None
 
@@ -90,13 +103,27 @@ class Repairer:
             copied, deleted = await self.sync(rec, peer)
             log.info("event=sync_done bucket=%s target=%s epoch=%d copied=%d deleted=%d", rec.name, peer.node_id,
                      rec.epoch, copied, deleted)
+            self.syncs_done += 1
         except RpcError as exc:
             self._metrics.repair_failures.inc()
             log.warning("event=sync_failed bucket=%s target=%s kind=%s error=%s", rec.name, peer.node_id, exc.kind,
                         exc.message)
+            return
+        except OSError as exc:  # a local disk error: the coordinator asks again later
+            self._metrics.repair_failures.inc()
+            log.error("event=sync_failed bucket=%s target=%s error=%s", rec.name, peer.node_id, exc)
+            return
         finally:
             self._metrics.repair_running.dec()
             self._running.discard((rec.name, peer.node_id))
+        if self._report_synced is None:
+            return
+        try:
+            await self._report_synced(rec.name, peer.node_id, rec.epoch)
+            log.info("event=sync_reported bucket=%s target=%s epoch=%d", rec.name, peer.node_id, rec.epoch)
+        except RpcError as exc:  # e.g. StaleEpoch: the set changed; the coordinator asks again
+            log.info("event=sync_report_refused bucket=%s target=%s epoch=%d kind=%s error=%s", rec.name,
+                     peer.node_id, rec.epoch, exc.kind, exc.message)
 
     async def sync(self, rec: BucketRecord, peer: Replica) -> tuple[int, int]:
         await self._objects.wait_writes_before(rec.bucket_id, rec.epoch)
