@@ -225,3 +225,52 @@ def test_node_restarted_after_missing_writes_catches_up(c3):
         assert read_from(c, away, name, key, rec["version"]) == data, key
     with pytest.raises(rpc_errors.NotFound):
         read_from(c, away, name, "obj/001", rec["version"])
+
+
+def set_node_option(c, node, line):
+    """Rewrite a node's TOML with one more top-level setting (before its [tls] table)."""
+    cfg = c.daemons[node].config
+    key = line.split("=")[0].strip()
+    head, _, rest = cfg.read_text().partition("\n")
+    rest = "\n".join(x for x in rest.split("\n") if x.split("=")[0].strip() != key)
+    cfg.write_text(f"{head}\n{line}\n{rest}")
+
+
+def test_full_node_refuses_writes_clearly_and_is_no_longer_placed_on(tmp_path):
+    c = make_cluster(tmp_path, 4)
+    try:
+        s3 = client(c, "s3")
+        name = f"full--{ZONE}--x-s3"
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration=DIR_CONFIG)
+        objects = fill(s3, name, 6, seed=5)
+        primary = ids(record(c, name))[0]
+        # the primary's disk is "full": a reserve larger than the disk (nothing is really filled)
+        set_node_option(c, primary, "reserve_bytes = 1000000000000000")
+        c.restart(primary)
+        with pytest.raises(Exception) as e:
+            s3.put_object(Bucket=name, Key="refused", Body=b"x" * 1000)
+        err = e.value.response
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 503 and err["Error"]["Code"] == "SlowDown"
+        assert "out of disk space" in err["Error"]["Message"] and primary in err["Error"]["Message"]
+        nodes = {n["node_id"]: n for n in rpc(c, "admin", "coordinator", "ListNodes", {})["nodes"]}
+        wait_for(lambda: {n["node_id"]: n for n in rpc(c, "admin", "coordinator", "ListNodes", {})["nodes"]}
+                 [primary]["free_bytes"] == 0, what="the full node's heartbeat")
+        for i in range(4):  # placement skips the full node
+            other = f"new{i}--{ZONE}--x-s3"
+            s3.create_bucket(Bucket=other, CreateBucketConfiguration=DIR_CONFIG)
+            assert primary not in ids(record(c, other)), other
+        with pytest.raises(Exception):
+            s3.head_object(Bucket=name, Key="refused")  # nothing was stored
+        for key, data in objects.items():  # reads go on
+            assert s3.get_object(Bucket=name, Key=key)["Body"].read() == data
+        # space again (the reserve lowered): the store is intact and takes writes
+        set_node_option(c, primary, "reserve_bytes = 0")
+        c.restart(primary)
+        assert "event=store_open" in c.daemons[primary].log_path.read_text()
+        assert nodes[primary]["capacity_bytes"] > 0
+        s3.put_object(Bucket=name, Key="accepted", Body=b"y" * 1000)
+        rec = record(c, name)
+        for key, data in {**objects, "accepted": b"y" * 1000}.items():
+            assert read_from(c, primary, name, key, rec["version"]) == data
+    finally:
+        c.stop()
