@@ -19,7 +19,9 @@ and the target's (``ReplicaList``), both in key order, merging them:
 Each key is handled under the primary's per-key lock, the one writers hold while committing,
 so a copy can never overwrite a newer write or resurrect a delete. Copies are throttled to
 ``rate_bytes_per_s``; progress is in the ``onezone_node_repair_*`` metrics. Syncs run in the
-daemon's nursery, one per (bucket, target) at a time.
+daemon's nursery, one per (bucket, target) at a time and at most ``MAX_PARALLEL_SYNCS`` copying
+at once (the others wait their turn: a drain of a node holding many buckets does not multiply
+the throttled rate).
 
 When the merge is complete the primary reports it (``ReportReplicaSynced {node_id: target,
 bucket, epoch}``): every object older than the epoch is on the target, and every write of the
@@ -50,6 +52,7 @@ from proto.errors import InvalidRequest, RpcError
 log = logging.getLogger(__name__)
 
 PAGE = 500
+MAX_PARALLEL_SYNCS = 4
 MAX_REPAIR_BYTES = 64 * 1024 * 1024  # a damaged copy larger than this is reported, not repaired in memory
 PIECE_BYTES = 1024 * 1024
 _TRAILER_FIELDS = ("size", "etag", "chunks", "checksum_value")
@@ -74,6 +77,7 @@ class Repairer:
         self._report_synced = report_synced
         self.syncs_done = 0
         self._running: set[tuple[str, str]] = set()
+        self._slots = trio.CapacityLimiter(MAX_PARALLEL_SYNCS)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -98,9 +102,18 @@ class Repairer:
         return {"started": True}
 
     async def _sync_task(self, rec: BucketRecord, peer: Replica) -> None:
-        self._metrics.repair_running.inc()
         try:
-            copied, deleted = await self.sync(rec, peer)
+            async with self._slots:
+                rec = await self._buckets.get(rec.name, min_epoch=rec.epoch)  # it may have waited its turn
+                if rec.primary.node_id != self.node_id or not rec.has_replica(peer.node_id):
+                    raise InvalidRequest(f"the replica set of {rec.name} changed (epoch {rec.epoch})",
+                                         kind="NotPrimary")
+                peer = next(r for r in rec.replicas if r.node_id == peer.node_id)  # its current address
+                self._metrics.repair_running.inc()
+                try:
+                    copied, deleted = await self.sync(rec, peer)
+                finally:
+                    self._metrics.repair_running.dec()
             log.info("event=sync_done bucket=%s target=%s epoch=%d copied=%d deleted=%d", rec.name, peer.node_id,
                      rec.epoch, copied, deleted)
             self.syncs_done += 1
@@ -114,7 +127,6 @@ class Repairer:
             log.error("event=sync_failed bucket=%s target=%s error=%s", rec.name, peer.node_id, exc)
             return
         finally:
-            self._metrics.repair_running.dec()
             self._running.discard((rec.name, peer.node_id))
         if self._report_synced is None:
             return
