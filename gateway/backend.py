@@ -238,7 +238,16 @@ class Backend:
         if any_replica:
             return await self._read_call(bucket, method, args)
         replay = ReplayableBody(body) if body is not None else None
-        timeout = self.timeout_s if body is None else max(self.timeout_s, 3600.0)  # long uploads: idle timeout
+        try:
+            return await self._write_call(bucket, method, args, replay)
+        finally:
+            if replay is not None:
+                with trio.CancelScope(shield=True):
+                    await replay.aclose()
+
+    async def _write_call(self, bucket: dict[str, Any], method: str, args: dict[str, Any],
+                          replay: ReplayableBody | None) -> Any:
+        timeout = self.timeout_s if replay is None else max(self.timeout_s, 3600.0)  # long uploads: idle timeout
         deadline = trio.current_time() + FAILOVER_WAIT_S
         delay = 0.05
         while True:

@@ -94,3 +94,9 @@ class ReplayableBody:
 
     def attempt(self) -> AsyncIterator[bytes]:
         return self._attempt()
+
+    async def aclose(self) -> None:
+        """Close the source (its cleanup runs now, e.g. the HTTP layer's account of what was read)."""
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()

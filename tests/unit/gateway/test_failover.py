@@ -65,3 +65,20 @@ def test_which_errors_move_on():
     assert read_next(errors.Unavailable("syncing", kind="ReplicaSyncing"))
     assert read_next(errors.InvalidRequest("x", kind="NotReplica"))
     assert not read_next(errors.NotFound("x", kind="NoSuchKey"))
+
+
+async def test_aclose_runs_the_sources_cleanup():
+    closed = []
+
+    async def src():
+        try:
+            yield b"a"
+            yield b"b"
+        finally:
+            closed.append(True)  # e.g. the HTTP layer marks the unread rest of the body
+
+    body = ReplayableBody(src())
+    await take(body.attempt(), 1)
+    assert not closed
+    await body.aclose()
+    assert closed == [True]
