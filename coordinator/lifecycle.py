@@ -4,10 +4,14 @@ replica set on live nodes; the cluster status the operator sees.
 The decisions are ``coordinator.reconcile.plan`` (pure); this module applies them: every
 ``reconcile_interval_s`` it plans each bucket and writes each change as a new replica set with
 ``epoch + 1`` and ``version + 1`` (compare-and-swap on the version: a concurrent change simply
-waits for the next round). The data copy itself is the nodes' repair path: a node polls
-``ListNodeAssignments`` (or sees its id in a bucket record's ``syncing``), copies the bucket
-from the other replicas of the epoch, and calls ``ReportReplicaSynced`` (docs/rpc.md,
-"Node lifecycle").
+waits for the next round), including primary failovers. The data copy itself is the one repair
+path of ``coordinator.sync_driver``: a replica added to a set is marked ``syncing``, the driver
+asks the primary to copy the bucket to it (``SyncReplica``), and the primary reports the copy
+complete (``ReportReplicaSynced``, ``report_synced`` here: ``syncing`` is cleared with
+``version + 1``; the epoch does not change, the replica set is the same).
+
+Gateways and nodes that cannot reach a node report it (``ReportNodeUnreachable``): a primary
+that is ``suspect`` and reported is failed over at once instead of after ``down_after_s``.
 
 Admin states persist in the store (``node_admin``) and are mirrored in ``Membership`` so that
 placement never picks a draining or removed node.
@@ -35,7 +39,8 @@ class NodeLifecycle:
     def __init__(self, *, store: SqliteStore, membership: Membership, clock: Callable[[], float],
                  replicas: int, replace_after_s: float,
                  observe_change: Callable[[str], None] | None = None,
-                 observe_under_replicated: Callable[[dict[str, int]], None] | None = None) -> None:
+                 observe_under_replicated: Callable[[dict[str, int]], None] | None = None,
+                 on_added: Callable[[], None] | None = None) -> None:
         self._store = store
         self._membership = membership
         self._clock = clock
@@ -44,6 +49,9 @@ class NodeLifecycle:
         self._observe_change = observe_change or (lambda reason: None)
         self._observe_under = observe_under_replicated or (lambda counts: None)
         self._lock = trio.Lock()
+        self._on_added = on_added or (lambda: None)
+        self._reported: dict[str, float] = {}  # node id -> when a gateway or node last could not reach it
+        self.wake = trio.Event()
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args)
@@ -89,10 +97,11 @@ class NodeLifecycle:
         """Plan and apply one round; returns the changes written."""
         async with self._lock:
             views = self._membership.view(self._clock())
+            suspects = self._suspects()
             done = []
             for b in await self._db(self._store.list_buckets):
                 change = reconcile.plan(b.name, b.zone, b.replicas, b.syncing, want=self._want, views=views,
-                                        replace_after_s=self._replace_after_s)
+                                        replace_after_s=self._replace_after_s, suspects=suspects)
                 if change is None:
                     continue
                 updated = replace(b, replicas=change.replicas, syncing=change.syncing, epoch=b.epoch + 1,
@@ -106,6 +115,8 @@ class NodeLifecycle:
                          b.name, updated.epoch, change.reason, ",".join(change.replicas),
                          ",".join(change.added) or "-", ",".join(change.dropped) or "-")
                 done.append((b.name, change))
+            if any(change.added for _, change in done):
+                self._on_added()
             for node_id in [v.node.node_id for v in views if v.admin == ADMIN_REMOVED]:
                 if not any(node_id in b.replicas for b in await self._db(self._store.list_buckets)):
                     await self._forget(node_id)
@@ -123,32 +134,60 @@ class NodeLifecycle:
         return [b for b in await self._db(self._store.list_buckets)
                 if reconcile.healthy_count(b.replicas, b.syncing, nodes) < self._want]
 
+    def _suspects(self) -> set[str]:
+        now = self._clock()
+        horizon = self._membership.down_after_s
+        for node_id in [n for n, t in self._reported.items() if now - t > horizon]:
+            del self._reported[node_id]
+        return set(self._reported)
+
+    def report_unreachable(self, node_id: str) -> None:
+        """A gateway or node could not reach ``node_id``: a hint (the heartbeats decide) that
+        lets a ``suspect`` primary be failed over now; wakes the reconciler."""
+        if self._membership.get(node_id) is None:
+            return
+        self._reported[node_id] = self._clock()
+        self.wake.set()
+
     async def run(self, interval_s: float) -> None:
         while True:
-            await trio.sleep(interval_s)
+            with trio.move_on_after(interval_s):
+                await self.wake.wait()
+            self.wake = trio.Event()
             try:
                 await self.reconcile_once()
             except Exception:  # a bad round must not stop the loop; the next one retries
                 log.exception("event=reconcile_failed")
 
     # -- node-facing -------------------------------------------------------------------------
-    async def report_synced(self, node_id: str, bucket: str, epoch: int) -> dict[str, Any]:
+    async def report_synced(self, reporter: str, node_id: str, bucket: str, epoch: int) -> dict[str, Any]:
+        """The primary ``reporter`` has copied ``bucket`` to ``node_id`` at ``epoch``: clear its
+        ``syncing`` mark (version + 1; same replica set, same epoch).
+
+        Raises:
+            NotFound: NoSuchBucket. Conflict: NotPrimary (the reporter is not the primary),
+            NotReplica, StaleEpoch (the set changed since: the driver asks for the copy again).
+        """
         async with self._lock:
             b = await self._db(self._store.get_bucket, bucket)
             if b is None:
                 raise NotFound(f"the bucket {bucket} does not exist", kind="NoSuchBucket")
+            if b.replicas[0] != reporter:
+                raise Conflict(f"{reporter} is not the primary of {bucket}", kind="NotPrimary")
             if node_id not in b.replicas:
                 raise Conflict(f"{node_id} is not a replica of {bucket}", kind="NotReplica")
             if epoch != b.epoch:
                 raise Conflict(f"bucket {bucket} is at epoch {b.epoch}, not {epoch}", kind="StaleEpoch")
             if node_id in b.syncing:
-                updated = replace(b, syncing=tuple(n for n in b.syncing if n != node_id),
-                                  epoch=b.epoch + 1, version=b.version + 1)
-                await self._db(lambda: self._store.update_bucket(updated, expected_version=b.version))
+                updated = replace(b, syncing=tuple(n for n in b.syncing if n != node_id), version=b.version + 1)
+                try:
+                    await self._db(lambda: self._store.update_bucket(updated, expected_version=b.version))
+                except VersionMismatch:
+                    raise Conflict(f"bucket {bucket} changed meanwhile", kind="StaleEpoch") from None
                 log.info("event=replica_synced bucket=%s node=%s epoch=%d", bucket, node_id, updated.epoch)
                 b = updated
         await self.reconcile_once()  # a drain may complete now
-        return {"epoch": b.epoch}
+        return {"epoch": b.epoch, "version": b.version}
 
     async def assignments(self, node_id: str) -> list[dict[str, Any]]:
         return [{"name": b.name, "epoch": b.epoch, "version": b.version, "syncing": node_id in b.syncing}

@@ -1,5 +1,5 @@
 """RPC handlers for node lifecycle (docs/rpc.md, "Node lifecycle"): the operator's drain,
-activate, remove and status, and the nodes' assignment poll and sync report."""
+activate, remove and status; the primaries' sync reports; unreachable-node hints."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ LIFECYCLE_ACL: dict[str, tuple[str, ...]] = {
     "ClusterStatus": ("admin", "gateway"),
     "ListNodeAssignments": ("node-*", "admin"),
     "ReportReplicaSynced": ("node-*",),
+    "ReportNodeUnreachable": ("gateway", "node-*"),
 }
 
 
@@ -60,7 +61,13 @@ class LifecycleService:
         return {"buckets": await self._l.assignments(node_id)}
 
     async def ReportReplicaSynced(self, call: Call) -> dict[str, Any]:
+        """From the bucket's primary: its copy to ``node_id`` (the synced replica) is complete."""
         a = _Args(call, "InvalidArgument", required=("node_id", "bucket", "epoch"))
-        node_id = a.str("node_id", max_len=64)
-        CoordinatorService._own_node(call, node_id)
-        return await self._l.report_synced(node_id, a.str("bucket", max_len=255), a.int("epoch", lo=1))
+        return await self._l.report_synced(call.principal, a.str("node_id", max_len=64), a.str("bucket", max_len=255),
+                                           a.int("epoch", lo=1))
+
+    async def ReportNodeUnreachable(self, call: Call) -> dict[str, Any]:
+        """A hint: the caller could not reach ``node_id`` (see ``NodeLifecycle.report_unreachable``)."""
+        _, node_id = self._node(call)
+        self._l.report_unreachable(node_id)
+        return {}

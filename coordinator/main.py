@@ -34,6 +34,7 @@ from coordinator.nodes import NodeRegistry
 from coordinator.replica_sets import ReplicaSets
 from coordinator.service import ACL, CoordinatorService
 from coordinator.store import SqliteStore, StoreError
+from coordinator.sync_driver import SyncDriver
 from proto.config import ConfigError, load_config_file
 from proto.daemon import Lifecycle, endpoint_str, run_daemon
 from proto.metrics import Metrics, serve_metrics
@@ -116,10 +117,12 @@ async def serve(
         nodes = NodeRegistry(store=store, membership=membership, clock=clock)
         known = await nodes.load()
         cm_ref: list[CoordinatorMetrics] = []
+        driver_ref: list[SyncDriver] = []
         lifecycle = NodeLifecycle(store=store, membership=membership, clock=clock, replicas=cfg.replicas,
                                   replace_after_s=cfg.replace_after_s,
                                   observe_change=lambda reason: cm_ref[0].replica_set_change(reason),
-                                  observe_under_replicated=lambda counts: cm_ref[0].under_replicated(counts))
+                                  observe_under_replicated=lambda counts: cm_ref[0].under_replicated(counts),
+                                  on_added=lambda: driver_ref[0].kick())
         await lifecycle.load()
         cm = CoordinatorMetrics(metrics, membership, clock, lambda: set(cfg.zones) | membership.zones())
         cm_ref.append(cm)
@@ -132,13 +135,14 @@ async def serve(
             await catalog.refresh_counts()
             iam = Iam(store=store, kms=kms, account_id=cfg.account_id, clock=clock,
                       secret_cache_s=cfg.iam_secret_cache_s, rng=rng)
-            async def notify_sync(bucket: dict, node_id: str) -> None:
-                primary = bucket["replicas"][0]
-                await pool.client(primary["host"], primary["port"], primary["node_id"]).call(
-                    "SyncReplica", {"bucket": bucket["name"], "epoch": bucket["epoch"], "target": node_id})
+            async def call_node(node_id: str, host: str, port: int, method: str, args: dict) -> dict:
+                return await pool.client(host, port, node_id).call(method, args)
 
+            driver = SyncDriver(list_buckets=catalog.list_buckets, membership=membership, clock=clock,
+                                call_node=call_node)
+            driver_ref.append(driver)
             replica_sets = ReplicaSets(catalog, replicas=cfg.replicas, min_replicas=cfg.min_replicas,
-                                       notify=notify_sync)
+                                       kick=driver.kick)
             service = CoordinatorService(nodes=nodes, catalog=catalog, iam=iam,
                                          heartbeat_interval_s=cfg.heartbeat_interval_s, replica_sets=replica_sets)
             entities = IamEntityService(IamEntities(store=store, account_id=cfg.account_id, clock=clock, rng=rng))
@@ -154,6 +158,7 @@ async def serve(
                                         cfg.metrics_listen.port)
                 nursery.start_soon(nodes.watch, min(1.0, cfg.heartbeat_interval_s))
                 nursery.start_soon(lifecycle.run, cfg.reconcile_interval_s)
+                nursery.start_soon(driver.run, cfg.reconcile_interval_s)
                 life.on_shutdown(server.shutdown)
                 log.info("event=coordinator_started nodes=%d zones=%s admin_bootstrapped=%s",
                          known, ",".join(sorted(catalog.zones())) or "-", created)

@@ -18,17 +18,23 @@ to exactly the node placement would pick without the lost one: minimal movement.
 - Draining replicas are make-before-break: replacements are added (``syncing``) until the set
   holds R non-draining replicas, and the draining ones are dropped only once no replica is
   syncing any more, so the bucket never has fewer copies than before the drain.
-- Survivors keep their order (the primary stays primary unless it leaves); newcomers go last,
-  so a syncing replica is never the primary (unless nothing else is left).
+- Survivors keep their order (the primary stays primary unless it leaves or fails); newcomers
+  go last.
+- **Primary failover**: when the primary is ``down`` (or ``suspect`` and reported unreachable
+  by a gateway or a node: ``suspects``), or was dropped, the first live (``up``, else
+  ``suspect``) replica that is not syncing, preferably not draining, moves to the front, in the
+  same new epoch. A syncing replica is never promoted: it may lack objects. When no in-sync
+  replica is live, the set is left as it is (a dropped primary is replaced by the first in-sync
+  survivor, live or not), and when no in-sync replica is left at all nothing is done.
 
-A node reports a replica synced (``ReportReplicaSynced``) once it holds the bucket's data; a
-bucket is **under-replicated** while fewer than R of its replicas are live (up or suspect),
-not draining and not syncing.
+The bucket's primary reports a replica synced (``ReportReplicaSynced``) once its copy to it
+(``SyncReplica``) is complete; a bucket is **under-replicated** while fewer than R of its
+replicas are live (up or suspect), not draining and not syncing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from coordinator import placement
@@ -41,7 +47,7 @@ class Change:
     syncing: tuple[str, ...]
     added: tuple[str, ...]
     dropped: tuple[str, ...]
-    reason: str  # "replace_lost", "drain", "drain_done"
+    reason: str  # "replace_lost", "drain", "drain_done", "failover", "refill"
 
 
 def lost(node_id: str, nodes: Mapping[str, NodeView], replace_after_s: float) -> bool:
@@ -58,22 +64,51 @@ def healthy_count(replicas: Iterable[str], syncing: Iterable[str], nodes: Mappin
                and nodes[r].state is not NodeState.DOWN and nodes[r].admin not in (ADMIN_DRAINING, ADMIN_REMOVED))
 
 
+def failed_primary(node_id: str, nodes: Mapping[str, NodeView], suspects: Collection[str] = ()) -> bool:
+    """Whether a primary must hand over: gone, ``down``, or ``suspect`` and reported unreachable."""
+    v = nodes.get(node_id)
+    if v is None or v.admin == ADMIN_REMOVED or v.state is NodeState.DOWN:
+        return True
+    return v.state is NodeState.SUSPECT and node_id in suspects
+
+
+def _promotable(candidates: list[str], nodes: Mapping[str, NodeView]) -> str | None:
+    """The best live candidate: up before suspect, active before draining; None if none is live."""
+    def rank(r: str) -> tuple[int, int]:
+        v = nodes[r]
+        return (0 if v.state is NodeState.UP else 1, 1 if v.admin == ADMIN_DRAINING else 0)
+    live = [r for r in candidates if r in nodes and nodes[r].state is not NodeState.DOWN]
+    return min(live, key=lambda r: (rank(r), candidates.index(r))) if live else None
+
+
 def plan(name: str, zone: str, replicas: tuple[str, ...], syncing: tuple[str, ...], *, want: int,
-         views: Iterable[NodeView], replace_after_s: float) -> Change | None:
+         views: Iterable[NodeView], replace_after_s: float, suspects: Collection[str] = ()) -> Change | None:
     """The next replica set of bucket ``name`` (see the module docstring), or None."""
     nodes = {v.node.node_id: v for v in views}
     current = list(replicas)
     keep = [r for r in current if not lost(r, nodes, replace_after_s)]
-    if not keep:
-        return None  # every copy is gone or unreachable for good: nothing to copy from
+    in_sync = [r for r in keep if r not in syncing]
+    if not in_sync:
+        return None  # no complete copy is left or reachable: nothing to copy from, nothing to promote
     dropped = [r for r in current if r not in keep]
+    reason = "replace_lost" if dropped else ""
+    # failover: the primary must be a live replica holding every object
+    head = current[0]
+    if head not in keep or failed_primary(head, nodes, suspects):
+        pick = _promotable(in_sync, nodes)
+        if pick is None and head not in keep:
+            pick = in_sync[0]
+        if pick is not None and pick != keep[0]:
+            keep = [pick] + [r for r in keep if r != pick]
+            reason = reason or "failover"
     draining = [r for r in keep if nodes[r].admin == ADMIN_DRAINING]
     active = [r for r in keep if r not in draining]
     ranked = [n for n in placement.rank(name, placement.candidates(nodes.values(), zone)) if n not in keep]
     added = ranked[:max(0, want - len(active))]
     new_syncing = [r for r in syncing if r in keep] + added
     new = keep + added
-    reason = "replace_lost" if dropped else "drain" if added else ""
+    if added and not reason:
+        reason = "drain" if draining else "refill"
     if draining and not new_syncing and len(active) + len(added) >= want:
         new = [r for r in new if r not in draining]
         dropped += draining

@@ -13,12 +13,14 @@ older epoch than the one they know (``StaleEpoch``).
   for an older epoch, or for a node already out of the set, changes nothing and returns the
   current record (the primary retries its write against it). When the zone has a spare live
   node, it joins as the replacement in the same epoch change.
-* ``AddReplica`` (operator): a named node (or the best spare by rendezvous order) joins.
+* ``AddReplica`` (operator): a named node (or the best spare by rendezvous order) joins; a node
+  already in the set is marked ``syncing`` again (a re-sync: the primary compares and copies
+  what differs).
 
-After a node joins, the coordinator tells the primary (``SyncReplica``, fire and forget: the
-primary runs the copy in the background, throttled, and exposes its progress as metrics), and
-the primary copies every object of the bucket to the newcomer (sealed chunks as stored: no KMS
-call) while the bucket stays readable and writable.
+A node that joins is marked ``syncing`` in the same change, and ``kick`` wakes the one repair
+path (``coordinator.sync_driver``): the primary copies every object of the bucket to the
+newcomer (sealed chunks as stored: no KMS call) while the bucket stays readable and writable,
+and reports the copy complete, which clears ``syncing``.
 
 Pure decisions (``without``, ``with_node``) are separate from the catalog I/O.
 """
@@ -26,18 +28,16 @@ Pure decisions (``without``, ``with_node``) are separate from the catalog I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from coordinator.catalog import Catalog
 from coordinator.store import BucketRecord
-from proto.errors import InvalidRequest, RpcError, Unavailable
+from proto.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[dict[str, Any], str], Awaitable[None]]
-"""``await notify(bucket wire record, new node_id)``: tell the primary to copy to the newcomer."""
 
 
 def without(record: BucketRecord, node_id: str, *, min_replicas: int) -> BucketRecord | None:
@@ -49,26 +49,33 @@ def without(record: BucketRecord, node_id: str, *, min_replicas: int) -> BucketR
     if node_id not in record.replicas:
         return None
     rest = tuple(n for n in record.replicas if n != node_id)
-    if len(rest) < min_replicas:
-        raise Unavailable(f"bucket {record.name}: removing {node_id} would leave {len(rest)} cop"
-                          f"{'y' if len(rest) == 1 else 'ies'} (minimum {min_replicas})",
+    complete = [n for n in rest if n not in record.syncing]
+    if len(complete) < min_replicas:
+        raise Unavailable(f"bucket {record.name}: removing {node_id} would leave {len(complete)} complete cop"
+                          f"{'y' if len(complete) == 1 else 'ies'} (minimum {min_replicas})",
                           kind="InsufficientReplicas")
-    return replace(record, replicas=rest, epoch=record.epoch + 1)
+    return replace(record, replicas=rest, syncing=tuple(n for n in record.syncing if n != node_id),
+                   epoch=record.epoch + 1)
 
 
 def with_node(record: BucketRecord, node_id: str) -> BucketRecord | None:
-    """The record with ``node_id`` appended (never primary), new epoch; None if already in."""
+    """The record with ``node_id`` appended (never primary) and syncing, new epoch; a node already
+    in the set (not the primary) is marked syncing again; None if nothing changes."""
     if node_id in record.replicas:
-        return None
-    return replace(record, replicas=(*record.replicas, node_id), epoch=record.epoch + 1)
+        if node_id == record.replicas[0] or node_id in record.syncing:
+            return None
+        return replace(record, syncing=(*record.syncing, node_id), epoch=record.epoch + 1)
+    return replace(record, replicas=(*record.replicas, node_id), syncing=(*record.syncing, node_id),
+                   epoch=record.epoch + 1)
 
 
 class ReplicaSets:
-    def __init__(self, catalog: Catalog, *, replicas: int, min_replicas: int, notify: Notify | None = None) -> None:
+    def __init__(self, catalog: Catalog, *, replicas: int, min_replicas: int,
+                 kick: Callable[[], None] | None = None) -> None:
         self._catalog = catalog
         self._replicas = replicas
         self._min = min(min_replicas, replicas)
-        self._notify = notify
+        self._kick = kick or (lambda: None)
 
     async def report_failure(self, *, reporter: str, name: str, epoch: int, node_id: str) -> dict[str, Any]:
         """See the module docstring. Returns the current bucket record (wire form).
@@ -91,7 +98,7 @@ class ReplicaSets:
             spare = self._catalog.place_extra(name, record.zone, exclude=record.replicas)
             if spare is not None and len(smaller.replicas) < self._replicas:
                 added.append(spare)
-                smaller = replace(smaller, replicas=(*smaller.replicas, spare))
+                smaller = replace(smaller, replicas=(*smaller.replicas, spare), syncing=(*smaller.syncing, spare))
             return smaller
 
         record, changed = await self._catalog.change_bucket(name, change)
@@ -101,7 +108,8 @@ class ReplicaSets:
                         reporter, record.epoch, ",".join(record.replicas))
             for new in added:
                 log.info("event=replica_added bucket=%s node=%s epoch=%d (replacement)", name, new, record.epoch)
-                await self._tell_primary(wire, new)
+            if added:
+                self._kick()
         return wire
 
     async def add_replica(self, *, name: str, node_id: str | None = None) -> dict[str, Any]:
@@ -129,15 +137,6 @@ class ReplicaSets:
         record, changed = await self._catalog.change_bucket(name, change)
         wire = self._catalog.to_wire(record)
         if changed:
-            log.info("event=replica_added bucket=%s node=%s epoch=%d", name, chosen[0], record.epoch)
-        if chosen[0] != record.replicas[0]:
-            await self._tell_primary(wire, chosen[0])  # again if it was already in: a re-sync
+            log.info("event=replica_added bucket=%s node=%s epoch=%d (syncing)", name, chosen[0], record.epoch)
+        self._kick()
         return wire
-
-    async def _tell_primary(self, wire: dict[str, Any], new_node: str) -> None:
-        if self._notify is None:
-            return
-        try:
-            await self._notify(wire, new_node)
-        except RpcError as exc:  # AddReplica with the same node asks again
-            log.warning("event=sync_notify_failed bucket=%s node=%s error=%s", wire["name"], new_node, exc.message)

@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from gateway.errors import S3Error
+from gateway.failover import FAILOVER_WAIT_S, ReplayableBody, read_next, read_order, unreachable, write_retryable
 from proto import errors as rpc_errors
 from proto.bucket_policy import validate_bucket_policy
 from proto.policy import Policy, parse_policy
@@ -60,6 +61,9 @@ def s3_error(exc: rpc_errors.RpcError, *, resource: str | None = None) -> S3Erro
     kind = exc.kind or ""
     if kind in _S3_KINDS:
         return S3Error(kind, exc.message or None, resource=resource)
+    if kind == "InsufficientStorage":
+        return S3Error("SlowDown", f"The storage node holding this bucket is out of disk space; nothing was "
+                                  f"stored. Retry later or write to another bucket. ({exc.message})", resource=resource)
     if kind in ("KMSUnavailable", "KMSInternalException"):
         return S3Error("SlowDown", f"The KMS is unavailable, so the bucket key cannot be obtained; retry "
                                   f"later. ({exc.message})", resource=resource)
@@ -156,6 +160,7 @@ class Backend:
         self._policies: dict[str, Policy] = {}  # policy text -> parsed
         self.timeout_s = timeout_s
         self.observe_stale = observe_stale or (lambda what: None)
+        self._reported: dict[str, float] = {}  # node id -> when last reported unreachable
 
     async def coord(self, method: str, args: dict[str, Any]) -> Any:
         """Call the coordinator; unreachable is ``Unavailable`` kind ``CoordinatorUnavailable``."""
@@ -251,16 +256,66 @@ class Backend:
 
     async def node_call(self, bucket: dict[str, Any], method: str, args: dict[str, Any], *,
                         body: AsyncIterable[bytes] | None = None, any_replica: bool = False) -> Any:
-        """Call the bucket's primary (writes) or the first replica that answers (reads)."""
-        replicas = bucket["replicas"] if any_replica else bucket["replicas"][:1]
-        last: rpc_errors.RpcError | None = None
-        for replica in replicas:
+        """Call the bucket's primary (writes, with failover: ``gateway.failover``) or the first
+        replica that answers (reads: complete copies first)."""
+        if any_replica:
+            return await self._read_call(bucket, method, args)
+        replay = ReplayableBody(body) if body is not None else None
+        try:
+            return await self._write_call(bucket, method, args, replay)
+        finally:
+            if replay is not None:
+                with trio.CancelScope(shield=True):
+                    await replay.aclose()
+
+    async def _write_call(self, bucket: dict[str, Any], method: str, args: dict[str, Any],
+                          replay: ReplayableBody | None) -> Any:
+        timeout = self.timeout_s if replay is None else max(self.timeout_s, 3600.0)  # long uploads: idle timeout
+        deadline = trio.current_time() + FAILOVER_WAIT_S
+        delay = 0.05
+        while True:
+            primary = bucket["replicas"][0]
             try:
-                # a streamed upload may take long: its stalls are caught by the body idle timeout
-                timeout = self.timeout_s if body is None else max(self.timeout_s, 3600.0)
-                return await self.node(replica).call(method, args, body=body, timeout_s=timeout)
-            except rpc_errors.Unavailable as exc:
-                last = exc
-                if body is not None:
+                return await self.node(primary).call(method, args, body=replay.attempt() if replay else None,
+                                                      timeout_s=timeout)
+            except rpc_errors.RpcError as exc:
+                if not write_retryable(exc) or (replay is not None and not replay.replayable) \
+                        or trio.current_time() + delay > deadline:
                     raise
+                log.warning("event=write_retry bucket=%s node=%s kind=%s error=%s", bucket["name"],
+                            primary["node_id"], exc.kind or exc.code.value, exc.message)
+                if unreachable(exc):
+                    await self._report_unreachable(primary["node_id"])
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            fresh = await self.bucket(bucket["name"], fresh=True)
+            if fresh is None:
+                raise rpc_errors.NotFound(f"the bucket {bucket['name']} does not exist", kind="NoSuchBucket")
+            bucket = fresh
+            if "bucket_version" in args:
+                args = {**args, "bucket_version": bucket["version"]}
+
+    async def _read_call(self, bucket: dict[str, Any], method: str, args: dict[str, Any]) -> Any:
+        last: rpc_errors.RpcError | None = None
+        for replica in read_order(bucket):
+            try:
+                return await self.node(replica).call(method, args, timeout_s=self.timeout_s)
+            except rpc_errors.RpcError as exc:
+                if not read_next(exc):
+                    raise
+                last = exc
+                if unreachable(exc):
+                    await self._report_unreachable(replica["node_id"])
         raise last if last is not None else rpc_errors.Unavailable("bucket has no replicas")
+
+    async def _report_unreachable(self, node_id: str) -> None:
+        """Tell the coordinator (a hint for a faster failover; at most once a second per node);
+        its own failure is ignored."""
+        now = trio.current_time()
+        if now - self._reported.get(node_id, -10.0) < 1.0:
+            return
+        self._reported[node_id] = now
+        try:
+            await self.coordinator.call("ReportNodeUnreachable", {"node_id": node_id}, timeout_s=self.timeout_s)
+        except rpc_errors.RpcError:
+            pass

@@ -26,6 +26,7 @@ from gateway.auth import Identity, kms_permitted
 from gateway.awschunked import AwsChunkedDecoder, BodyError, ChunkSignatureVerifier
 from gateway.backend import Backend
 from gateway.errors import S3Error
+from gateway.failover import read_next, read_order
 from gateway.http import HttpRequest, HttpResponse
 from gateway.s3_buckets import check_sse_request_headers, require_bucket
 from proto import errors as rpc_errors
@@ -362,11 +363,12 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     base = {"bucket": bucket, "key": key, "bucket_version": record["version"]}
     resource = f"/{bucket}/{key}"
     small: bytes | None = None  # a small object's whole body, read within the one GetObject call
+    replica = record["replicas"][0]
     try:
         if head:
             meta = (await backend.node_call(record, "HeadObject", base, any_replica=True))["meta"]
         else:
-            meta, small = await _get_small(backend, record, base)
+            meta, small, replica = await _get_small(backend, record, base)
     except rpc_errors.NotFound as exc:
         if exc.kind == "NoSuchBucket":
             raise S3Error("NoSuchBucket", resource="/" + bucket) from None
@@ -393,7 +395,7 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     args = dict(base)
     if rng is not None:
         args["range"] = [rng[0], rng[1]]
-    node = backend.node(record["replicas"][0])
+    node = backend.node(replica)
     return HttpResponse(code, headers, _stream_object(node, args, meta["etag"], length, backend.timeout_s),
                         content_length=length)
 
@@ -417,23 +419,27 @@ def _part_range(meta: dict[str, Any], query: dict[str, str]) -> tuple[int, int] 
     return first, first + parts[n - 1][0] - 1
 
 
-async def _get_small(backend: Backend, record: dict[str, Any], args: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-    """One GetObject call (any replica that answers): the meta, and the whole body if the object
-    is at most SMALL_GET_BYTES (memory stays bounded); a larger one is streamed by a second call
-    once the headers are known (``_stream_object``: it checks the ETag did not change)."""
+async def _get_small(backend: Backend, record: dict[str, Any],
+                     args: dict[str, Any]) -> tuple[dict[str, Any], bytes | None, dict[str, Any]]:
+    """One GetObject call (any replica that answers, complete copies first): the meta, the whole
+    body if the object is at most SMALL_GET_BYTES (memory stays bounded), and the replica that
+    answered; a larger one is streamed from it by a second call once the headers are known
+    (``_stream_object``: it checks the ETag did not change)."""
     last: rpc_errors.RpcError | None = None
-    for replica in record["replicas"]:
+    for replica in read_order(record):
         try:
             async with backend.node(replica).stream("GetObject", args, timeout_s=backend.timeout_s) as reply:
                 meta = reply.result["meta"]
                 if meta["size"] > SMALL_GET_BYTES:
-                    return meta, None  # leaving the call early cancels the rest of its stream
+                    return meta, None, replica  # leaving the call early cancels the rest of its stream
                 parts = [piece async for piece in reply.body]
             data = b"".join(parts)
             if len(data) != meta["size"]:
                 raise rpc_errors.Unavailable("short object stream from the node")
-            return meta, data
-        except rpc_errors.Unavailable as exc:
+            return meta, data, replica
+        except rpc_errors.RpcError as exc:
+            if not read_next(exc):
+                raise
             last = exc
     raise last if last is not None else rpc_errors.Unavailable("bucket has no replicas")
 

@@ -105,6 +105,8 @@ class Appender:
         appended bytes' checksum in ``user["checksum_algorithm"]``)."""
         obj = self._objects
         rec = await obj._record(bucket, bucket_version, primary=True)
+        if obj.space_check is not None:
+            obj.space_check()  # a full node refuses before taking any byte (node/capacity.py)
         current = await obj._manifest(rec, key)
         if current is None:
             if offset != 0:

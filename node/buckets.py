@@ -62,6 +62,7 @@ class BucketRecord:
     replicas: tuple[Replica, ...]
     epoch: int
     version: int
+    syncing: tuple[str, ...] = ()  # replicas still receiving their copy: not complete, not readable
 
     @classmethod
     def from_wire(cls, doc: Any) -> BucketRecord:
@@ -80,6 +81,7 @@ class BucketRecord:
                                for r in doc["replicas"]),
                 epoch=_typed(doc["epoch"], int),
                 version=_typed(doc["version"], int),
+                syncing=tuple(_typed(n, str) for n in doc.get("syncing") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise Internal(f"malformed bucket record from the coordinator: {type(exc).__name__} {exc}") from None

@@ -50,6 +50,9 @@ class NodeConfig(DaemonConfig):
     advertise_host: str | None = None
     """Host registered with the coordinator; default: the host of ``listen``."""
     capacity_bytes: int = 100 * GiB
+    reserve_bytes: int = 64 * MiB
+    """Disk space never used for objects; the node is full (refuses writes, is no longer placed on)
+    when min(capacity - used, disk free - reserve) is at most 1% of capacity (node/capacity.py)."""
     chunk_bytes: int = 1 * MiB
     """Plaintext bytes per sealed chunk for new objects."""
     key_cache_ttl_s: float = 300.0
@@ -89,6 +92,8 @@ class NodeConfig(DaemonConfig):
             raise ValueError(f"listen host {self.listen.host} is a wildcard: set advertise_host")
         if self.capacity_bytes <= 0:
             raise ValueError("capacity_bytes must be > 0")
+        if self.reserve_bytes < 0:
+            raise ValueError("reserve_bytes must be >= 0")
         if not MIN_CHUNK_BYTES <= self.chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be in {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}")
         if self.key_cache_ttl_s <= 0 or self.bucket_cache_ttl_s <= 0:

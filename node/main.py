@@ -25,7 +25,8 @@ from node.config import NodeConfig
 from node.keycache import BucketKeyCache, kms_unwrapper
 from node.keywatch import KeyStateWatcher
 from node.membership import Membership
-from node.metrics import NodeMetrics, free_bytes
+from node.capacity import SpaceGuard
+from node.metrics import NodeMetrics
 from node.objects import ObjectService
 from node.repair import Repairer
 from node.scrub import Scrubber
@@ -58,10 +59,10 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
     node_metrics = NodeMetrics(metrics.registry)
     store = await trio.to_thread.run_sync(ObjectStore.open, cfg.data_dir)
     try:
-        def usage() -> tuple[int, int]:
-            return store.used_bytes, free_bytes(cfg.data_dir, cfg.capacity_bytes, store.used_bytes)
-
-        node_metrics.bind_store(used=lambda: store.used_bytes, free=lambda: usage()[1],
+        space = SpaceGuard(cfg.data_dir, capacity_bytes=cfg.capacity_bytes, reserve_bytes=cfg.reserve_bytes,
+                           used=lambda: store.used_bytes, node_id=cfg.node_id)
+        usage = space.usage
+        node_metrics.bind_store(used=lambda: store.used_bytes, free=space.free,
                                 objects=lambda: store.object_count)
         async with open_rpc_pool(cfg.tls.client_context(), default_timeout_s=cfg.rpc_timeout_s) as pool:
             kms = pool.client(cfg.kms.host, cfg.kms.port, "kms")
@@ -82,10 +83,15 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
             objects = ObjectService(node_id=cfg.node_id, store=store, buckets=buckets, keys=keys,
                                     peer_client=peer_client, chunk_bytes=cfg.chunk_bytes, metrics=node_metrics,
                                     clock=clock, report=report)
-            replicas = ReplicaService(node_id=cfg.node_id, store=store, buckets=buckets, metrics=node_metrics)
+            objects.space_check = space.check
+            replicas = ReplicaService(node_id=cfg.node_id, store=store, buckets=buckets, metrics=node_metrics,
+                                      space_check=space.check)
+            async def report_synced(bucket: str, target: str, epoch: int) -> dict:
+                return await coordinator.call("ReportReplicaSynced", {"bucket": bucket, "node_id": target, "epoch": epoch})
+
             repairer = Repairer(node_id=cfg.node_id, store=store, buckets=buckets, objects=objects,
                                 peer_client=peer_client, metrics=node_metrics,
-                                rate_bytes_per_s=cfg.repair_rate_bytes_per_s)
+                                rate_bytes_per_s=cfg.repair_rate_bytes_per_s, report_synced=report_synced)
             objects.read_repair = repairer.repair_object
             scrubber = Scrubber(store, buckets, repairer, node_metrics, rate_bytes_per_s=cfg.scrub_rate_bytes_per_s,
                                 pause_s=cfg.scrub_pause_s)

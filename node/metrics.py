@@ -7,9 +7,7 @@ request.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -41,7 +39,8 @@ class NodeMetrics:
         self.disk_used = Gauge("onezone_node_disk_used_bytes", "Bytes of object data files on this node.",
                                registry=reg)
         self.disk_free = Gauge("onezone_node_disk_free_bytes",
-                               "Bytes this node may still use: min(capacity - used, free space on the disk).",
+                               "Bytes this node may still use: min(capacity - used, disk free - reserve_bytes) "
+                               "(node/capacity.py).",
                                registry=reg)
         self.objects = Gauge("onezone_node_objects", "Objects in this node's index.", registry=reg)
         self.repair_running = Gauge("onezone_node_repair_running", "Replica syncs (repairs) in progress.",
@@ -66,13 +65,3 @@ class NodeMetrics:
         self.disk_used.set_function(used)
         self.disk_free.set_function(free)
         self.objects.set_function(objects)
-
-
-def free_bytes(data_dir: Path, capacity_bytes: int, used_bytes: int) -> int:
-    """What the node may still store: bounded by its configured capacity and the disk."""
-    try:
-        st = os.statvfs(data_dir)
-        disk_free = st.f_bavail * st.f_frsize
-    except OSError:
-        disk_free = 0
-    return max(0, min(capacity_bytes - used_bytes, disk_free))

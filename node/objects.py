@@ -48,6 +48,7 @@ from typing import Any
 import trio
 
 from node.buckets import BucketCache, BucketRecord, Replica
+from node.capacity import is_no_space
 from node.chunk_codec import derive_object_key, seal_chunk
 from node.keycache import BucketKeyCache
 from node.manifest import (
@@ -153,6 +154,7 @@ class ObjectService:
         self.inflight: dict[bytes, list[int]] = {}  # bucket id -> epochs of the writes in flight
         self.key_locks = self._locks  # node.repair copies a key under the writers' lock
         self.read_repair: Callable[[BucketRecord, str, bytes], Any] | None = None  # set by node.main
+        self.space_check: Callable[[], None] | None = None  # node.capacity: refuse writes when full
 
     # -- bucket records ------------------------------------------------------------------------
     async def _record(self, bucket: str, bucket_version: int, *, primary: bool) -> BucketRecord:
@@ -163,6 +165,8 @@ class ObjectService:
         if primary and rec.primary.node_id != self.node_id:
             raise InvalidRequest(f"{self.node_id} is not the primary of {bucket} ({rec.primary.node_id} is)",
                                  kind="NotPrimary")
+        if not primary and self.node_id in rec.syncing:  # its copy is incomplete: ask another replica
+            raise Unavailable(f"{self.node_id} is still receiving its copy of {bucket}", kind="ReplicaSyncing")
         return rec
 
     async def _report_failure(self, rec: BucketRecord, node_id: str, exc: RpcError) -> BucketRecord | None:
@@ -223,6 +227,8 @@ class ObjectService:
         ReplicationFailed) or the error the body ended with.
         """
         rec = await self._record(bucket, bucket_version, primary=True)
+        if self.space_check is not None:
+            self.space_check()
         await self._check_conditions(rec, key, if_none_match, if_match)
         gen = rec.active_gen
         bucket_key = await self._bucket_key(rec, gen)
@@ -269,7 +275,7 @@ class ObjectService:
                 except OSError as exc:
                     log.error("event=local_write_failed bucket=%s error=%s", bucket, exc)
                     error = Unavailable(f"local storage error on {self.node_id}: {exc.strerror or exc}",
-                                        kind="StorageError")
+                                        kind="InsufficientStorage" if is_no_space(exc) else "StorageError")
                     nursery.cancel_scope.cancel()
         finally:
             inflight.remove(rec.epoch)

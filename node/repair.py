@@ -3,7 +3,9 @@ fetch a good copy of one object version from a peer (read repair and scrubbing).
 
 Theory of operation (sync)
 --------------------------
-The coordinator tells the primary that ``target`` joined the bucket's set at ``epoch``. The
+The coordinator (``coordinator.sync_driver``) asks the primary to copy the bucket to
+``target``, a replica marked ``syncing`` in the record of ``epoch``: one that just joined the
+set (replacement, drain, spare, ``AddReplica``) or came back after missing writes. The
 primary refreshes its record to that epoch (so every new write already goes to the target too),
 waits until the writes it started under older epochs have finished, then walks its own index
 and the target's (``ReplicaList``), both in key order, merging them:
@@ -20,14 +22,24 @@ and the target's (``ReplicaList``), both in key order, merging them:
 Each key is handled under the primary's per-key lock, the one writers hold while committing,
 so a copy can never overwrite a newer write or resurrect a delete. Copies are throttled to
 ``rate_bytes_per_s``; progress is in the ``onezone_node_repair_*`` metrics. Syncs run in the
-daemon's nursery, one per (bucket, target) at a time.
+daemon's nursery, one per (bucket, target) at a time and at most ``MAX_PARALLEL_SYNCS`` copying
+at once (the others wait their turn: a drain of a node holding many buckets does not multiply
+the throttled rate).
+
+When the merge is complete the primary reports it (``ReportReplicaSynced {node_id: target,
+bucket, epoch}``): every object older than the epoch is on the target, and every write of the
+epoch went to it too, so the coordinator clears ``syncing`` and the replica counts as a full
+copy (it may become primary). A report the coordinator refuses (the set changed meanwhile:
+``StaleEpoch``) is simply dropped: the coordinator asks again at the new epoch, and the second
+pass copies only what differs. The primary is the only reporter: the target never declares
+itself complete.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -46,6 +58,7 @@ from proto.errors import InvalidRequest, RpcError
 log = logging.getLogger(__name__)
 
 PAGE = 500
+MAX_PARALLEL_SYNCS = 4
 MAX_REPAIR_BYTES = 64 * 1024 * 1024  # a damaged copy larger than this is reported, not repaired in memory
 PIECE_BYTES = 1024 * 1024
 _TRAILER_FIELDS = ("size", "etag", "chunks", "checksum_value")
@@ -58,7 +71,8 @@ def replica_start(manifest: dict[str, Any]) -> dict[str, Any]:
 
 class Repairer:
     def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, objects: ObjectService,
-                 peer_client: Callable[[Replica], Any], metrics: NodeMetrics, rate_bytes_per_s: float) -> None:
+                 peer_client: Callable[[Replica], Any], metrics: NodeMetrics, rate_bytes_per_s: float,
+                 report_synced: Callable[[str, str, int], Awaitable[Any]] | None = None) -> None:
         self.node_id = node_id
         self._store = store
         self._buckets = buckets
@@ -66,7 +80,10 @@ class Repairer:
         self._peer_client = peer_client
         self._metrics = metrics
         self._rate = rate_bytes_per_s
+        self._report_synced = report_synced
+        self.syncs_done = 0
         self._running: set[tuple[str, str]] = set()
+        self._slots = trio.CapacityLimiter(MAX_PARALLEL_SYNCS)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -91,18 +108,40 @@ class Repairer:
         return {"started": True}
 
     async def _sync_task(self, rec: BucketRecord, peer: Replica) -> None:
-        self._metrics.repair_running.inc()
         try:
-            copied, deleted = await self.sync(rec, peer)
+            async with self._slots:
+                rec = await self._buckets.get(rec.name, min_epoch=rec.epoch)  # it may have waited its turn
+                if rec.primary.node_id != self.node_id or not rec.has_replica(peer.node_id):
+                    raise InvalidRequest(f"the replica set of {rec.name} changed (epoch {rec.epoch})",
+                                         kind="NotPrimary")
+                peer = next(r for r in rec.replicas if r.node_id == peer.node_id)  # its current address
+                self._metrics.repair_running.inc()
+                try:
+                    copied, deleted = await self.sync(rec, peer)
+                finally:
+                    self._metrics.repair_running.dec()
             log.info("event=sync_done bucket=%s target=%s epoch=%d copied=%d deleted=%d", rec.name, peer.node_id,
                      rec.epoch, copied, deleted)
+            self.syncs_done += 1
         except RpcError as exc:
             self._metrics.repair_failures.inc()
             log.warning("event=sync_failed bucket=%s target=%s kind=%s error=%s", rec.name, peer.node_id, exc.kind,
                         exc.message)
+            return
+        except OSError as exc:  # a local disk error: the coordinator asks again later
+            self._metrics.repair_failures.inc()
+            log.error("event=sync_failed bucket=%s target=%s error=%s", rec.name, peer.node_id, exc)
+            return
         finally:
-            self._metrics.repair_running.dec()
             self._running.discard((rec.name, peer.node_id))
+        if self._report_synced is None:
+            return
+        try:
+            await self._report_synced(rec.name, peer.node_id, rec.epoch)
+            log.info("event=sync_reported bucket=%s target=%s epoch=%d", rec.name, peer.node_id, rec.epoch)
+        except RpcError as exc:  # e.g. StaleEpoch: the set changed; the coordinator asks again
+            log.info("event=sync_report_refused bucket=%s target=%s epoch=%d kind=%s error=%s", rec.name,
+                     peer.node_id, rec.epoch, exc.kind, exc.message)
 
     async def sync(self, rec: BucketRecord, peer: Replica) -> tuple[int, int]:
         await self._objects.wait_writes_before(rec.bucket_id, rec.epoch)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 import trio
 
 from node.buckets import BucketCache, BucketRecord
+from node.capacity import insufficient_storage, is_no_space
 from node.manifest import decode_manifest, encode_manifest, finish_manifest
 from node.runs import version_tag
 from node.metrics import NodeMetrics
@@ -36,8 +37,10 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaService:
-    def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, metrics: NodeMetrics) -> None:
+    def __init__(self, *, node_id: str, store: ObjectStore, buckets: BucketCache, metrics: NodeMetrics,
+                 space_check: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
+        self._space_check = space_check  # node.capacity: a full node refuses the copy before any byte
         self._store = store
         self._buckets = buckets
         self._metrics = metrics
@@ -64,6 +67,8 @@ class ReplicaService:
         Commits only after the trailer and a clean end of the body; anything else discards.
         """
         await self._record_for_replica(bucket, bucket_id, epoch, caller)
+        if self._space_check is not None:
+            self._space_check()
         object_id = start["object_id"]
         try:
             incoming = self._store.create_incoming(bucket_id, object_id)  # in memory: no I/O
@@ -98,8 +103,13 @@ class ReplicaService:
                 incoming.publish()
             else:
                 await trio.to_thread.run_sync(incoming.publish)
-            old = await trio.to_thread.run_sync(self._store.commit, bucket_id, manifest["key"], object_id,
-                                                manifest["size"], encode_manifest(manifest))
+            try:
+                old = await trio.to_thread.run_sync(self._store.commit, bucket_id, manifest["key"], object_id,
+                                                    manifest["size"], encode_manifest(manifest))
+            except OSError as exc:
+                if is_no_space(exc):
+                    raise insufficient_storage(self.node_id, "the disk is full") from None
+                raise
             committed = True
         finally:
             if not committed:

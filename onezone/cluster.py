@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -287,7 +288,8 @@ class LocalCluster:
         the daemons configured with that address find it again."""
         d = self.daemons[name]
         d.stop(1.0)
-        text = d.config.read_text().replace(f'listen = "{self.host}:0"', f'listen = "{d.info["rpc"]}"', 1)
+        text = re.sub(rf'^listen = "{re.escape(self.host)}:0"$', f'listen = "{d.info["rpc"]}"', d.config.read_text(),
+                      count=1, flags=re.M)  # not metrics_listen (a second restart)
         d.config.write_text(text)
         return d.start()
 

@@ -106,6 +106,11 @@ def test_replica_killed_during_writes_then_replaced(cluster4):
     now = [r["node_id"] for r in after["replicas"]]
     assert after["epoch"] > before["epoch"] and victim not in now
     assert now[0] == names[0] and spare in now and len(now) == 3
+    deadline = time.monotonic() + 30  # the spare joined syncing; the primary's copy clears it
+    while bucket_record(c)["syncing"]:
+        assert time.monotonic() < deadline, "the spare never left syncing"
+        time.sleep(0.1)
+    after = bucket_record(c)
 
     for key, data in acked.items():  # through the gateway, byte for byte
         assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data, key

@@ -112,3 +112,65 @@ def test_replacement_moves_exactly_one_replica(n, dead_index, bucket):
     assert len(set(change.replicas) - set(replicas)) == 1
     assert set(replicas) - set(change.replicas) == {replicas[dead_index]}
     assert len(set(change.replicas)) == 3
+
+
+def heartbeat_all_but(m, t, *silent):
+    for v in m.view(t):
+        if v.node.node_id not in silent:
+            m.heartbeat(v.node.node_id, free_bytes=TB, used_bytes=0, now=t)
+
+
+def test_down_primary_fails_over_to_the_first_live_in_sync_replica():
+    m = cluster(4)
+    replicas = placed(m)
+    heartbeat_all_but(m, 20.0, replicas[0])
+    change = plan(NAME, ZONE, replicas, (), want=3, views=m.view(20.0), replace_after_s=600)
+    assert change.reason == "failover" and change.dropped == () and change.added == ()
+    assert change.replicas == (replicas[1], replicas[0], replicas[2])  # the old primary stays a replica
+    # once past replace_after_s it is dropped and replaced, the new primary kept
+    heartbeat_all_but(m, 700.0, replicas[0])
+    later = plan(NAME, ZONE, change.replicas, (), want=3, views=m.view(700.0), replace_after_s=600)
+    assert later.replicas[:2] == (replicas[1], replicas[2]) and later.dropped == (replicas[0],)
+
+
+def test_a_syncing_replica_is_never_promoted():
+    m = cluster(4)
+    replicas = placed(m)
+    heartbeat_all_but(m, 20.0, replicas[0], replicas[1])  # primary and the second replica down
+    change = plan(NAME, ZONE, replicas, (replicas[2],), want=3, views=m.view(20.0), replace_after_s=600)
+    assert change is None  # the only live replica is still being copied to: nothing to promote
+    heartbeat_all_but(m, 700.0, replicas[0], replicas[1])
+    # both lost for good: no complete copy is left, the set is kept as it is (never a syncing primary)
+    assert plan(NAME, ZONE, replicas, (replicas[2],), want=3, views=m.view(700.0), replace_after_s=600) is None
+
+
+def test_a_suspect_primary_fails_over_only_when_reported_unreachable():
+    m = cluster(4)
+    replicas = placed(m)
+    heartbeat_all_but(m, 10.0, replicas[0])  # 10 s without a heartbeat: suspect (6 < 10 <= 15)
+    views = m.view(10.0)
+    assert plan(NAME, ZONE, replicas, (), want=3, views=views, replace_after_s=600) is None
+    change = plan(NAME, ZONE, replicas, (), want=3, views=views, replace_after_s=600, suspects={replicas[0]})
+    assert change.reason == "failover" and change.replicas[0] == replicas[1]
+    # an up primary is never failed over on a report alone
+    assert plan(NAME, ZONE, replicas, (), want=3, views=views, replace_after_s=600, suspects={replicas[1]}) is None
+
+
+def test_an_up_replica_is_preferred_to_a_suspect_one_and_an_active_one_to_a_draining_one():
+    m = cluster(5)
+    replicas = placed(m)
+    heartbeat_all_but(m, 20.0, replicas[0], replicas[1])  # the primary: 20 s old at 20 -> down
+    m.heartbeat(replicas[1], free_bytes=TB, used_bytes=0, now=12.0)  # the second: 8 s old at 20 -> suspect
+    change = plan(NAME, ZONE, replicas, (), want=3, views=m.view(20.0), replace_after_s=600)
+    assert change.replicas[0] == replicas[2]
+    m.set_admin(replicas[2], ADMIN_DRAINING)
+    heartbeat_all_but(m, 21.0, replicas[0])
+    change = plan(NAME, ZONE, replicas, (), want=3, views=m.view(21.0), replace_after_s=600)
+    assert change.replicas[0] == replicas[1]
+
+
+def test_a_short_set_is_refilled_with_a_syncing_node():
+    m = cluster(3)
+    replicas = placed(m)
+    change = plan(NAME, ZONE, replicas[:2], (), want=3, views=m.view(1.0), replace_after_s=600)
+    assert change.reason == "refill" and change.added == change.syncing == (replicas[2],)
