@@ -18,6 +18,7 @@ from gateway.auth import Identity, kms_permitted, require, request_context
 from gateway.backend import Backend
 from gateway.errors import S3Error
 from gateway.http import HttpRequest, HttpResponse
+from gateway.routing import parse_query
 from gateway.s3xml import XmlError, parse_create_bucket_configuration, parse_encryption_configuration
 from proto.names import (
     InvalidName,
@@ -209,7 +210,7 @@ async def list_buckets(req: HttpRequest, ident: Identity, backend: Backend, *, d
                        region: str, account: str) -> HttpResponse:
     r = await backend.coord("ListBuckets", {})
     buckets = [b for b in r["buckets"] if is_directory_bucket_name(b["name"]) == directory]
-    query = dict(p.split("=", 1) if "=" in p else (p, "") for p in req.target.partition("?")[2].split("&") if p)
+    query = parse_query(req.target.partition("?")[2])
     if directory:
         try:
             limit = max(1, min(1000, int(query.get("max-directory-buckets", "1000"))))
@@ -218,8 +219,8 @@ async def list_buckets(req: HttpRequest, ident: Identity, backend: Backend, *, d
         start = query.get("continuation-token")
         if start:
             try:
-                start_name = base64.urlsafe_b64decode(start.replace("%3D", "=")).decode()
-            except ValueError:
+                start_name = base64.urlsafe_b64decode(start.encode()).decode()
+            except (ValueError, UnicodeDecodeError):
                 raise S3Error("InvalidArgument", "Invalid continuation token.") from None
             buckets = [b for b in buckets if b["name"] > start_name]
         page, more = buckets[:limit], len(buckets) > limit

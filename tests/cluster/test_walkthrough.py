@@ -135,3 +135,19 @@ def test_no_plaintext_on_disk(cluster, walkthrough):
                 if MARKER in fh.read():
                     hits.append(path)
     assert hits == []
+
+
+def test_list_directory_buckets_paginates(cluster, walkthrough):
+    s3 = client(cluster, "s3")
+    names = [f"page{i}--use1-az4--x-s3" for i in range(3)]
+    for name in names:
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration=DIR_CONFIG)
+    pages = list(s3.get_paginator("list_directory_buckets").paginate(PaginationConfig={"PageSize": 2}))
+    listed = [b["Name"] for p in pages for b in p["Buckets"]]
+    assert set(names) | {BUCKET} <= set(listed) and len(listed) == len(set(listed))
+    assert len(pages) >= 2 and "ContinuationToken" not in pages[-1]
+    with pytest.raises(ClientError) as ei:
+        s3.list_directory_buckets(ContinuationToken="not!base64")
+    assert ei.value.response["Error"]["Code"] == "InvalidArgument"
+    for name in names:
+        s3.delete_bucket(Bucket=name)
