@@ -13,9 +13,10 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
+
+from tests.process_helpers import read_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,22 +46,6 @@ def start(module: str, cfg: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
 
-
-def read_ready(proc: subprocess.Popen, deadline_s: float = 15.0) -> dict:
-    """Read stdout lines until READY, in a thread so the deadline holds even if nothing comes."""
-    found: dict = {}
-
-    def reader():
-        for line in proc.stdout:
-            if line.startswith(b"READY "):
-                found.update(json.loads(line[6:]))
-                return
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    t.join(deadline_s)
-    assert found, f"no READY line within {deadline_s}s (exit code {proc.poll()})"
-    return found
 
 
 def stop(proc: subprocess.Popen) -> int:

@@ -3,14 +3,14 @@ SIGTERM, config errors."""
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
+
+from tests.process_helpers import read_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,21 +30,6 @@ def write_config(tmp_path: Path, tls, extra: str = "") -> Path:
         f'[tls]\nca = "{tls.ca}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n')
     return cfg
 
-
-def read_ready(proc: subprocess.Popen, deadline_s: float = 15.0) -> dict:
-    found: dict = {}
-
-    def reader():
-        for line in proc.stdout:
-            if line.startswith(b"READY "):
-                found.update(json.loads(line[6:]))
-                return
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    t.join(deadline_s)
-    assert found, f"no READY line within {deadline_s}s (exit code {proc.poll()})"
-    return found
 
 
 def test_node_process_ready_without_coordinator_metrics_sigterm(tmp_path, tls_for):
