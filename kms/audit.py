@@ -3,10 +3,10 @@
 Responsibility
 --------------
 Describe every KMS request, allowed or refused, as a CloudTrail record (``format_record``,
-pure: the caller supplies time and ids) and append it to the audit file (``AuditLog``,
-thin: one ``write`` + ``flush`` per record; ``fsync`` is group-committed by a background
-task: ``durable(seq)`` waits until an fsync that began after record ``seq`` was written has
-finished, and one fsync covers every record written before it started).
+pure: the caller supplies time and ids) and append it to the audit file (``AuditLog``:
+records are queued in memory and group-committed by a background task, one ``write`` and one
+``fsync`` in one worker-thread hop for every record queued since the last group;
+``durable(seq)`` waits until the group that carried record ``seq`` is on disk).
 
 Invariants
 ----------
@@ -209,22 +209,38 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
 
 
 class AuditLog:
-    """Append-only audit file: flushed per record, fsynced in groups by ``run``."""
+    """Append-only audit file written by group commit.
 
-    def __init__(self, path: Path, file: BinaryIO, *, fsync_interval_s: float = 0.0) -> None:
-        """Private: use ``AuditLog.open``. ``fsync_interval_s``: minimum pause between fsyncs."""
+    ``write`` encodes a record and queues it (no I/O on the event loop); ``run`` takes every
+    queued record, and in one worker-thread hop appends them with one ``write`` and makes them
+    durable with one ``fsync``; ``durable(seq)`` waits for that. Records reach the file in
+    ``write`` order. A failed write or fsync fails ``durable`` for the records it carried (their
+    callers must not report success) and is retried with the next group.
+    """
+
+    def __init__(self, path: Path, file: BinaryIO, *, fsync_interval_s: float = 0.0,
+                 observe: Callable[[float], None] | None = None) -> None:
+        """Private: use ``AuditLog.open``. ``fsync_interval_s``: minimum pause between fsyncs;
+        ``observe``: called with the duration of each group's write + fsync."""
         self.path = path
         self._file = file
+        self._fd = file.fileno()
         self._interval = fsync_interval_s
+        self._observe = observe
         self._dirty = trio.Event()
         self._synced = trio.Event()
-        self._written = 0
-        self._durable = 0
+        self._queue: list[bytes] = []  # encoded records not yet handed to the OS
+        self._unwritten = b""  # the part of a group a failed write left behind
+        self._written = 0  # sequence number of the last record queued
+        self._durable = 0  # ... of the last record known to be on disk
+        self._failed_upto = 0  # records up to here were in a group whose write or fsync failed
         self._failure: OSError | None = None
         self._closed = False
+        self.groups = 0  # group commits done (records / groups = batching)
 
     @classmethod
-    def open(cls, path: Path, *, fsync_interval_s: float = 0.0) -> AuditLog:
+    def open(cls, path: Path, *, fsync_interval_s: float = 0.0,
+             observe: Callable[[float], None] | None = None) -> AuditLog:
         """Open (create, mode 0600) the audit file for appending. Blocking.
 
         Raises:
@@ -232,19 +248,16 @@ class AuditLog:
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return cls(path, os.fdopen(fd, "ab"), fsync_interval_s=fsync_interval_s)
+        return cls(path, os.fdopen(fd, "ab", buffering=0), fsync_interval_s=fsync_interval_s,
+                   observe=observe)
 
     def write(self, record: Mapping[str, Any]) -> int:
-        """Append one record (written to the OS at once; fsynced by ``run``).
+        """Queue one record for the next group commit (``run`` writes and fsyncs it).
 
         Returns:
             The record's sequence number, for ``durable``.
-
-        Raises:
-            OSError: the write failed (the caller must not report success).
         """
-        self._file.write(encode_record(record))
-        self._file.flush()
+        self._queue.append(encode_record(record))
         self._written += 1
         self._dirty.set()
         return self._written
@@ -253,43 +266,63 @@ class AuditLog:
         """Wait until record ``seq`` is on disk (needs ``run`` running).
 
         Raises:
-            OSError: the fsync that was to cover it failed.
+            OSError: the write or fsync of the group that carried it failed.
         """
         while self._durable < seq:
-            if self._failure is not None:
+            if self._failure is not None and seq <= self._failed_upto:
                 raise self._failure
             await self._synced.wait()
-        if self._failure is not None and self._durable < seq:
-            raise self._failure
+
+    def _commit(self, data: bytes) -> None:
+        """Worker thread: append ``data`` (all of it) and fsync. Raises OSError."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        finally:
+            self._unwritten = bytes(view)
+        os.fsync(self._fd)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Group commit until cancelled: whenever records were written, one fsync covers them all."""
+        """Group commit until cancelled: whenever records were queued, one write and one fsync
+        (in one worker-thread hop) cover them all."""
         task_status.started()
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
             target = self._written
+            data = self._unwritten + b"".join(self._queue)
+            self._queue = []
+            begin = time.perf_counter()
             try:
-                await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+                # not cancellable (trio waits for the thread): a group handed over is written
+                await trio.to_thread.run_sync(self._commit, data)
             except OSError as exc:
-                log.error("event=audit_fsync_failed path=%s error=%s", self.path, exc.strerror or exc)
+                log.error("event=audit_write_failed path=%s error=%s", self.path, exc.strerror or exc)
                 self._failure = exc
+                self._failed_upto = target
+                if self._unwritten:
+                    self._dirty.set()  # retry what was not written with the next group
             else:
                 self._failure = None
                 self._durable = target
+                self.groups += 1
+                if self._observe is not None:
+                    self._observe(time.perf_counter() - begin)
             synced, self._synced = self._synced, trio.Event()
             synced.set()
             if self._interval:
                 await trio.sleep(self._interval)
 
     def close(self) -> None:
-        """Final fsync and close. Blocking; idempotent."""
+        """Write what is queued, fsync and close. Blocking; idempotent."""
         if self._closed:
             return
         self._closed = True
         try:
-            os.fsync(self._file.fileno())
+            self._commit(self._unwritten + b"".join(self._queue))
+            self._queue = []
         except OSError as exc:
-            log.error("event=audit_fsync_failed path=%s error=%s", self.path, exc.strerror or exc)
+            log.error("event=audit_write_failed path=%s error=%s", self.path, exc.strerror or exc)
         finally:
             self._file.close()

@@ -95,8 +95,20 @@ class KmsMetrics:
                                   ["operation"], buckets=LATENCY_BUCKETS, registry=registry)
         self.keys = Gauge("onezone_kms_keys", "KMS keys by state.", ["state"], registry=registry)
         self.audit_write = Histogram("onezone_kms_audit_write_duration_seconds",
-                                     "Time to append one audit record.", buckets=LATENCY_BUCKETS,
-                                     registry=registry)
+                                     "Time to write and fsync one group of audit records (group commit).",
+                                     buckets=LATENCY_BUCKETS, registry=registry)
+
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def count(self, operation: str, outcome: str, seconds: float) -> None:
+        """Count one request and observe its duration (label children cached: labels() is not free)."""
+        children = self._children.get((operation, outcome))
+        if children is None:
+            children = (self.requests.labels(operation, outcome), self.duration.labels(operation))
+            if len(self._children) < 4096:
+                self._children[(operation, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_keys(self, counts: Mapping[str, int]) -> None:
         for state in KEY_STATES:
@@ -155,8 +167,13 @@ class KmsHandlers:
             self._record_quietly(operation, call, caller, raw, "KMSInternalException", "internal error", start)
             raise
         if error is not None:
-            self._record_quietly(operation, call, caller, raw, error.kind or error.code.value,
-                                 error.message, start)
+            seq = self._record_quietly(operation, call, caller, raw, error.kind or error.code.value,
+                                       error.message, start)
+            if seq is not None:
+                try:  # refusals too are answered once their record is on disk
+                    await self.audit.durable(seq)
+                except OSError:
+                    pass  # logged by the audit log; the caller gets its error either way
             raise error
         try:
             seq = self._record(operation, call, caller, raw, result, None, None, start)
@@ -291,11 +308,12 @@ class KmsHandlers:
 
     # -- audit -------------------------------------------------------------------------------------------
     def _record_quietly(self, operation: str, call: Call, caller: str | None, raw: Mapping[str, Any],
-                        error_code: str, error_message: str, start: float) -> None:
+                        error_code: str, error_message: str, start: float) -> int | None:
         try:
-            self._record(operation, call, caller, raw, None, error_code, error_message, start)
+            return self._record(operation, call, caller, raw, None, error_code, error_message, start)
         except OSError as exc:
             log.error("event=audit_write_failed path=%s error=%s", self.audit.path, exc.strerror or exc)
+            return None
 
     def _record(self, operation: str, call: Call, caller: str | None, raw: Mapping[str, Any],
                 result: Any, error_code: str | None, error_message: str | None, start: float) -> int:
@@ -304,8 +322,7 @@ class KmsHandlers:
         Returns:
             The record's sequence number (for ``AuditLog.durable``).
         """
-        self.metrics.requests.labels(operation, error_code or "ok").inc()
-        self.metrics.duration.labels(operation).observe(time.perf_counter() - start)
+        self.metrics.count(operation, error_code or "ok", time.perf_counter() - start)
         key_arn = None
         if isinstance(result, dict):
             key_arn = result.get("KeyId") if "KeyId" in result else result.get("KeyMetadata", {}).get("Arn")
@@ -323,10 +340,7 @@ class KmsHandlers:
             event_id=str(uuid.uuid4()), source=call.peer.rpartition(":")[0], caller=caller,
             request_parameters=request_parameters(operation, raw), key_arn=key_arn,
             error_code=error_code, error_message=error_message)
-        begin = time.perf_counter()
-        seq = self.audit.write(format_record(event))
-        self.metrics.audit_write.observe(time.perf_counter() - begin)
-        return seq
+        return self.audit.write(format_record(event))
 
 
 _CALLER_RE = re.compile(r"arn:aws:iam::\d{12}:[A-Za-z0-9+=,.@_/-]{1,1024}")
