@@ -291,8 +291,8 @@ class RpcServer:
             err = Internal(f"internal error in {call.method} (request {call.request_id})")
             await self._respond(conn, running, [RESP, call_id, err.to_wire(), None, False])
             raise err from None
-        running.scope.deadline = math.inf  # the deadline bounds the handler, not the reply stream
         if isinstance(result, Streamed):
+            running.scope.deadline = math.inf  # the deadline bounds the handler, not the reply stream
             running.reply_credit = SendCredit(self.limits.window)
             await self._respond(conn, running, [RESP, call_id, None, result.result, True])
             try:

@@ -77,7 +77,8 @@ class FramedConnection:
         self._writing = False
         self._waiters = 0
         self._flushed = trio.Event()
-        self.writes = 0  # send_all calls made (frames / writes = coalescing ratio)
+        self.writes = 0  # writes to the stream (frames sent / writes = coalescing ratio)
+        self._try_send = getattr(stream, "try_send", None)
 
     def _unavailable(self, what: str) -> Unavailable:
         err = Unavailable(f"connection to {self.peer} {what}")
@@ -88,38 +89,46 @@ class FramedConnection:
         data = encode_frame(msg, max_frame_bytes=self.limits.max_frame_bytes)
         if self.closed:
             raise self._unavailable("is closed")
-        self._out.append(data)
-        self._queued += 1
-        mine = self._queued
-        with trio.CancelScope(shield=True):
-            if self._writing:
-                # another task is writing: it writes our frame too before it stops
-                self._waiters += 1
-                try:
+        if self._writing:
+            # another task is writing: it writes our frame too before it stops
+            self._out.append(data)
+            self._queued += 1
+            mine = self._queued
+            self._waiters += 1
+            try:
+                with trio.CancelScope(shield=True):
                     while self._sent < mine and not self.closed:
                         await self._flushed.wait()
-                finally:
-                    self._waiters -= 1
-                if self._sent < mine:
-                    raise self._unavailable("lost")
-                return
-            self._writing = True
-            try:
-                while self._out:
-                    batch = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-                    upto = self._queued
-                    self._out = []
-                    await self.stream.send_all(batch)
-                    self.writes += 1
-                    self._sent = upto
-                    self._wake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self.closed = True
-                self._out = []
-                self._wake()
-                raise self._unavailable(f"lost: {exc}") from None
             finally:
-                self._writing = False
+                self._waiters -= 1
+            if self._sent < mine:
+                raise self._unavailable("lost")
+            return
+        self._writing = True
+        try:
+            # Fast path: a stream that can write without waiting (TlsStream) takes the frame at
+            # once, with no cancel scope and no scheduling round; nobody else ran meanwhile, so
+            # nothing was queued behind it.
+            done = self._try_send(data) if self._try_send is not None else 0
+            if done < len(data):
+                with trio.CancelScope(shield=True):
+                    await self.stream.send_all(data if done == 0 else memoryview(data)[done:])
+                    while self._out:  # frames other tasks queued while we waited: one write
+                        batch = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                        upto = self._queued
+                        self._out = []
+                        await self.stream.send_all(batch)
+                        self.writes += 1
+                        self._sent = upto
+                        self._wake()
+            self.writes += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError) as exc:
+            self.closed = True
+            self._out = []
+            self._wake()
+            raise self._unavailable(f"lost: {exc}") from None
+        finally:
+            self._writing = False
 
     def _wake(self) -> None:
         if self._waiters:

@@ -139,6 +139,25 @@ class TlsStream(trio.abc.Stream):
         await cancel_shielded_checkpoint()
         return data
 
+    def try_send(self, data: bytes) -> int:
+        """One write attempt that never waits (and is not a checkpoint): how many bytes of
+        ``data`` were handed to the kernel. When it is less than ``len(data)`` the caller must
+        finish with ``await send_all(data[n:])`` before sending anything else (OpenSSL expects
+        the same bytes again after a write that would block).
+
+        Raises:
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError.
+        """
+        self._check_open()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this TLS stream")
+        try:
+            return self._sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0
+        except _BROKEN as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._check_open()
         if self._sending:
