@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,9 +152,31 @@ def request_parameters(operation: str, args: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+_last_time: tuple[int, str] = (-1, "")
+
+
 def format_time(epoch: float) -> str:
     """ISO 8601 UTC with a ``Z`` suffix, second precision, as CloudTrail writes it."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    global _last_time
+    second = int(epoch // 1)
+    if _last_time[0] != second:  # one strftime per second, not per record
+        _last_time = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _last_time[1]
+
+
+class EventIds:
+    """Unique, UUID-shaped CloudTrail ``eventID``s: a random (version 4) prefix drawn once, then a
+    counter; unique within a process run and across runs (the prefix), and ~10x cheaper than a
+    ``uuid4()`` per record."""
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:19]  # xxxxxxxx-xxxx-4xxx-
+        self._next = 0
+
+    def __call__(self) -> str:
+        self._next += 1
+        n = self._next
+        return f"{self._prefix}{0x8000 | (n >> 48) & 0x3fff:04x}-{n & 0xffffffffffff:012x}"
 
 
 def format_record(ev: AuditEvent) -> dict[str, Any]:

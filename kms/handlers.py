@@ -38,7 +38,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kms.args import ARGS, parse_args
-from kms.audit import AuditEvent, AuditLog, format_record, request_parameters
+from kms.audit import AuditEvent, AuditLog, EventIds, format_record, request_parameters
 from kms.keypolicy import decide, service_arn
 from kms.keystore import KEY_STATES, KeyRecord
 from kms.lifecycle import KeyAdmin, check_policy
@@ -129,6 +129,7 @@ class KmsHandlers:
         self.metrics = metrics
         self._clock = clock
         self._write_lock = trio.Lock()
+        self._event_id = EventIds()
         metrics.set_keys(service.store.count_by_state())
 
     def handlers(self) -> dict[str, Handler]:
@@ -287,7 +288,7 @@ class KmsHandlers:
             event = AuditEvent(
                 operation="DeleteKey" if what == "Deleted" else "RotateKey", principal="kms.amazonaws.com",
                 region=self.service.region, account_id=self.service.account_id, time=self._clock(),
-                request_id=str(uuid.uuid4()), event_id=str(uuid.uuid4()), source="kms.amazonaws.com",
+                request_id=str(uuid.uuid4()), event_id=self._event_id(), source="kms.amazonaws.com",
                 request_parameters={"keyId": key_id}, key_arn=self.service.arn(key_id))
             try:
                 self.audit.write(format_record(event))
@@ -337,7 +338,7 @@ class KmsHandlers:
         event = AuditEvent(
             operation=operation, principal=call.principal, region=self.service.region,
             account_id=self.service.account_id, time=self._clock(), request_id=call.request_id,
-            event_id=str(uuid.uuid4()), source=call.peer.rpartition(":")[0], caller=caller,
+            event_id=self._event_id(), source=call.peer.rpartition(":")[0], caller=caller,
             request_parameters=request_parameters(operation, raw), key_arn=key_arn,
             error_code=error_code, error_message=error_message)
         return self.audit.write(format_record(event))
