@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import secrets
 import struct
@@ -65,7 +66,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "BLOB_HEADER_SIZE", "BLOB_MAGIC", "BLOB_VERSION", "KEY_SIZE", "MAX_BLOB_SIZE", "MAX_PLAINTEXT",
-    "InvalidCiphertext", "RootKeyError", "canonical_context", "decrypt_blob", "encrypt_blob",
+    "InvalidCiphertext", "RootKeyError", "blob_key_id", "canonical_context", "decrypt_blob", "encrypt_blob",
     "new_data_key", "new_master_key", "parse_blob_header", "parse_root_key", "unwrap_with_root",
     "wrap_with_root",
 ]  # fmt: skip
@@ -252,6 +253,30 @@ def parse_blob_header(blob: bytes) -> tuple[uuid.UUID, int]:
     if version != BLOB_VERSION:
         raise InvalidCiphertext("unsupported ciphertext blob version")
     return uuid.UUID(bytes=key_id), key_version
+
+
+def blob_key_id(blob: bytes) -> tuple[str, int]:
+    """``parse_blob_header`` with the key id as its string form (what the keystore is keyed
+    by); the id's text is cached, as the same few keys open most blobs.
+
+    Raises:
+        InvalidCiphertext: as ``parse_blob_header``.
+    """
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise InvalidCiphertext("ciphertext blob must be bytes")
+    if not MIN_BLOB_SIZE <= len(blob) <= MAX_BLOB_SIZE:
+        raise InvalidCiphertext("ciphertext blob has an invalid length")
+    magic, version, key_id, key_version, _nonce = _BLOB_HEADER.unpack_from(blob, 0)
+    if magic != BLOB_MAGIC:
+        raise InvalidCiphertext("not an onezone ciphertext blob")
+    if version != BLOB_VERSION:
+        raise InvalidCiphertext("unsupported ciphertext blob version")
+    return _key_id_text(key_id), key_version
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_id_text(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=raw))
 
 
 def decrypt_blob(master_key: bytes, blob: bytes, context: Mapping[str, str] | None = None) -> bytes:

@@ -38,7 +38,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kms.args import ARGS, parse_args
-from kms.audit import AuditEvent, AuditLog, EventIds, format_record, request_parameters
+from kms.audit import AuditEvent, AuditLog, EventIds, encode_event, format_record, request_parameters
 from kms.keypolicy import decide, service_arn
 from kms.keystore import KEY_STATES, KeyRecord
 from kms.lifecycle import KeyAdmin, check_policy
@@ -341,7 +341,7 @@ class KmsHandlers:
             event_id=self._event_id(), source=call.peer.rpartition(":")[0], caller=caller,
             request_parameters=request_parameters(operation, raw), key_arn=key_arn,
             error_code=error_code, error_message=error_message)
-        return self.audit.write(format_record(event))
+        return self.audit.write(encode_event(event))
 
 
 _CALLER_RE = re.compile(r"arn:aws:iam::\d{12}:[A-Za-z0-9+=,.@_/-]{1,1024}")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kms.audit import AuditEvent, AuditLog, EventIds, encode_record, format_record, format_time, request_parameters
+from kms.audit import (
+    AuditEvent, AuditLog, EventIds, encode_event, encode_record, format_record, format_time, request_parameters,
+)
 
 ARN = "arn:aws:kms:us-east-1:000000000000:key/0f8e6a2c-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 SECRET = b"\x13\x37SUPERSECRET-PLAINTEXT\x00"
@@ -144,3 +146,17 @@ async def test_a_failed_write_fails_durable_for_its_records(tmp_path):
             nursery.cancel_scope.cancel()
     finally:
         log.close()  # logs the failure, does not raise
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"key_arn": ARN, "request_parameters": {"keyId": ARN, "encryptionContext": CTX}},
+    {"key_arn": ARN, "error_code": "DisabledException", "error_message": "it is \"disabled\"\n"},
+    {"error_code": "AccessDeniedException", "error_message": "x" * 5000, "caller": "arn:aws:iam::000000000000:user/é"},
+    {"operation": "CreateKey", "caller": "arn:aws:iam::000000000000:user/alice", "key_arn": ARN,
+     "request_parameters": {"description": "\u2603 \x00 \\ \"q\"", "tags": [{"tagKey": "a", "tagValue": "b"}]}},
+    {"source": "", "operation": "ListKeys"},
+])
+def test_fast_encoder_matches_the_dict_record_byte_for_byte(kw):
+    ev = event(**kw)
+    assert encode_event(ev) == encode_record(format_record(ev))
