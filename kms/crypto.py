@@ -166,6 +166,24 @@ def canonical_context(ctx: Mapping[str, str] | None) -> bytes:
     """
     if ctx is None:
         return b"{}"
+    if type(ctx) is dict and len(ctx) <= 8:
+        items = tuple(ctx.items())
+        try:  # small contexts only, so the cache stays small (<= 1024 entries of <= 1 KiB)
+            if sum(len(k) + len(v) for k, v in items) <= 1024:
+                return _canonical_cached(items)
+        except TypeError:  # not strings (refused below)
+            pass
+    return _canonical(ctx)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_cached(items: tuple[tuple[object, object], ...]) -> bytes:
+    # the few contexts a deployment uses (bucket ARNs) repeat: keyed by the exact items, so
+    # the answer (or the error) is the one _canonical gives
+    return _canonical(dict(items))
+
+
+def _canonical(ctx: Mapping[str, str]) -> bytes:
     if not isinstance(ctx, Mapping):
         raise TypeError("encryption context must be a mapping of str to str")
     items: dict[str, str] = {}

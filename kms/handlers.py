@@ -80,6 +80,7 @@ NO_KEY_POLICY = frozenset({"CreateKey", "ListKeys", "GetManagedKey", "GenerateRa
                            "KeyStateChanges"})
 
 
+@functools.lru_cache(maxsize=4096)  # ACL is a constant; principals are certificate names
 def allowed(principal: str, operation: str) -> bool:
     return any(fnmatch.fnmatchcase(principal, p) for p in ACL.get(operation, ()))
 

@@ -116,6 +116,7 @@ class RpcServer:
             raise ValueError(f"ACL names unknown methods: {sorted(unknown)}")
         self._handlers = dict(handlers)
         self._acl = {m: tuple(p) for m, p in acl.items()}
+        self._allowed: dict[tuple[str, str], bool] = {}  # the ACL is fixed: answers are cached
         self._ssl = ssl_context
         self.limits = limits
         self.name = name
@@ -130,8 +131,14 @@ class RpcServer:
 
     # -- authorization ---------------------------------------------------------------------
     def allowed(self, principal: str, method: str) -> bool:
-        patterns = self._acl.get(method, ()) + self._acl.get("*", ())
-        return any(fnmatch.fnmatchcase(principal, p) for p in patterns)
+        key = (principal, method)
+        answer = self._allowed.get(key)
+        if answer is None:
+            patterns = self._acl.get(method, ()) + self._acl.get("*", ())
+            answer = any(fnmatch.fnmatchcase(principal, p) for p in patterns)
+            if len(self._allowed) < 4096:  # principals are certificate names: few
+                self._allowed[key] = answer
+        return answer
 
     # -- serving ---------------------------------------------------------------------------
     async def serve(
