@@ -227,9 +227,13 @@ def format_record(ev: AuditEvent) -> dict[str, Any]:
     return record
 
 
+# json.dumps builds a new encoder per call when given options: keep one (it is stateless)
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """One JSON line (UTF-8, ending in a newline, no embedded newline)."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, sort_keys=False).encode() + b"\n"
+    return _JSON(record).encode() + b"\n"
 
 
 _str = json.encoder.encode_basestring  # the encoder json.dumps(ensure_ascii=False) uses (C)
@@ -245,7 +249,7 @@ def encode_event(ev: AuditEvent) -> bytes:
                     f'"arn":{_str(_trunc(ev.caller))},"invokedBy":{principal}}}')
     else:
         identity = f'{{"type":"AWSService","principalId":{principal},"accountId":{account}}}'
-    params = json.dumps(dict(ev.request_parameters or {}), separators=(",", ":"), ensure_ascii=False)
+    params = _JSON(dict(ev.request_parameters or {}))
     arn = _str(ev.key_arn) if ev.key_arn else None
     resources = f'[{{"accountId":{account},"type":"AWS::KMS::Key","ARN":{arn}}}]' if arn else "[]"
     response = f'{{"keyId":{arn}}}' if arn and not ev.error_code else "null"

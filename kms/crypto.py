@@ -176,6 +176,10 @@ def canonical_context(ctx: Mapping[str, str] | None) -> bytes:
     return _canonical(ctx)
 
 
+# json.dumps builds a new encoder per call when given options: keep one (it is stateless)
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 @functools.lru_cache(maxsize=1024)
 def _canonical_cached(items: tuple[tuple[object, object], ...]) -> bytes:
     # the few contexts a deployment uses (bucket ARNs) repeat: keyed by the exact items, so
@@ -191,7 +195,7 @@ def _canonical(ctx: Mapping[str, str]) -> bytes:
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("encryption context keys and values must be str")
         items[key] = value
-    text = json.dumps(items, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL_JSON(items)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

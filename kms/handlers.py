@@ -8,8 +8,9 @@ arguments' names, types and sizes (``kms.args``, ``ValidationException``), check
 policy of every key the request acts on (``kms.keypolicy``: for the end user named by
 ``caller``, else for the service's role ARN), run the operation (keystore writes serialized by
 a lock in a worker thread; reads and crypto on at most 4 KiB inline, cheaper than a thread
-hop), then append one audit record and count the request, whatever the outcome. A successful
-call is answered only once its audit record is on disk (group-committed fsync, ``AuditLog``).
+hop), then append one audit record and count the request, whatever the outcome. Every call,
+refused or not, is answered only once its audit record is on disk (group-committed write and
+fsync, ``AuditLog``).
 
 ``maintain`` / ``run_maintenance`` is the background task that deletes keys whose deletion
 window ended and rotates keys due for automatic rotation (``KeyAdmin.run_due``).

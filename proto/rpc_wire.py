@@ -16,6 +16,10 @@ A receiver therefore never buffers more than ``window * chunk_bytes`` per body, 
 connection's reader never blocks on a slow consumer (a peer that exceeds its credit is a
 protocol error). ``timeout_s`` is the caller's remaining deadline: the callee runs the handler
 under it, so callees never outlive their callers.
+
+Cost per message matters (a KMS call is a few hundred bytes each way): one receive hands every
+complete frame it read to the dispatcher, and frames sent while a write is in progress are
+coalesced into the next write (``FramedConnection.send``), in order.
 """
 
 from __future__ import annotations
