@@ -89,9 +89,9 @@ def kms_pid(root_pid: int) -> int:
         for task in Path(f"/proc/{pid}/task").glob("*"):
             children = (task / "children").read_text().split() if (task / "children").exists() else []
             todo.extend(int(c) for c in children)
-    for pid in seen:
+    for pid in reversed(seen):  # the deepest match: a profiler's own command line names kms too
         try:
-            if b"\0kms\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"\0-m\0kms\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
         except OSError:
             pass

@@ -43,9 +43,13 @@ def wrap_tls(tcp: trio.SocketStream, ctx: ssl.SSLContext, *, server_side: bool =
     """
     fd = tcp.socket.detach()
     raw = socket.socket(fileno=fd)
-    raw.setblocking(False)
-    sock = ctx.wrap_socket(raw, server_side=server_side, server_hostname=server_hostname,
-                           do_handshake_on_connect=False, suppress_ragged_eofs=True)
+    try:
+        raw.setblocking(False)
+        sock = ctx.wrap_socket(raw, server_side=server_side, server_hostname=server_hostname,
+                               do_handshake_on_connect=False, suppress_ragged_eofs=True)
+    except BaseException:
+        raw.close()  # the SocketStream no longer owns it
+        raise
     return TlsStream(sock)
 
 
