@@ -4,8 +4,8 @@ Responsibility
 --------------
 Describe every KMS request, allowed or refused, as a CloudTrail record (``format_record``,
 pure: the caller supplies time and ids) and append it to the audit file (``AuditLog``:
-records are queued in memory and group-committed by a background task, one ``write`` and one
-``fsync`` in one hop to a committer thread for every record queued since the last group;
+records are queued in memory and group-committed by a committer thread, one ``write`` and one
+``fsync`` for every record queued since its last group;
 ``durable(seq)`` waits until the group that carried record ``seq`` is on disk).
 
 Invariants
@@ -269,12 +269,17 @@ def encode_event(ev: AuditEvent) -> bytes:
 class AuditLog:
     """Append-only audit file written by group commit.
 
-    ``write`` encodes a record and queues it (no I/O on the event loop); ``run`` takes every
-    queued record, and in one hop to its committer thread appends them with one ``write`` and makes them
-    durable with one ``fsync``; ``durable(seq)`` waits for that. Records reach the file in
-    ``write`` order. A failed write or fsync fails ``durable`` for the records it carried (their
-    callers must not report success) and is retried with the next group.
+    ``write`` encodes a record and queues it (no I/O on the event loop). A committer thread
+    (started by ``run``) loops: it takes every record queued so far, appends them with one
+    ``write``, makes them durable with one ``fsync``, reports that to trio, and goes straight on
+    with whatever was queued meanwhile; it sleeps only when the queue is empty (then ``write``
+    wakes it). ``durable(seq)`` waits until the group that carried record ``seq`` is on disk.
+    Records reach the file in ``write`` order. A failed write or fsync fails ``durable`` for the
+    records it carried (their callers must not report success); the unwritten rest is retried
+    after a pause.
     """
+
+    RETRY_PAUSE_S = 0.1
 
     def __init__(self, path: Path, file: BinaryIO, *, fsync_interval_s: float = 0.0,
                  observe: Callable[[float], None] | None = None) -> None:
@@ -285,14 +290,22 @@ class AuditLog:
         self._fd = file.fileno()
         self._interval = fsync_interval_s
         self._observe = observe
-        self._dirty = trio.Event()
         self._synced = trio.Event()
+        # shared with the committer thread, under _mutex:
+        self._mutex = threading.Lock()
         self._queue: list[bytes] = []  # encoded records not yet handed to the OS
-        self._unwritten = b""  # the part of a group a failed write left behind
         self._written = 0  # sequence number of the last record queued
-        self._durable = 0  # ... of the last record known to be on disk
+        self._idle = False  # the committer waits for a kick
+        self._stop = False
+        self._kick = threading.Lock()
+        self._kick.acquire()
+        # committer thread only:
+        self._unwritten = b""  # the part of a group a failed write left behind
+        # trio side only:
+        self._durable = 0  # sequence number of the last record known to be on disk
         self._failed_upto = 0  # records up to here were in a group whose write or fsync failed
         self._failure: OSError | None = None
+        self._thread: threading.Thread | None = None
         self._closed = False
         self.groups = 0  # group commits done (records / groups = batching)
 
@@ -310,16 +323,20 @@ class AuditLog:
                    observe=observe)
 
     def write(self, record: Mapping[str, Any] | bytes) -> int:
-        """Queue one record (a dict, or its line from ``encode_event``) for the next group commit
-        (``run`` writes and fsyncs it).
+        """Queue one record (a dict, or its line from ``encode_event``) for the next group commit.
 
         Returns:
             The record's sequence number, for ``durable``.
         """
-        self._queue.append(record if isinstance(record, bytes) else encode_record(record))
-        self._written += 1
-        self._dirty.set()
-        return self._written
+        line = record if isinstance(record, bytes) else encode_record(record)
+        with self._mutex:
+            self._queue.append(line)
+            self._written += 1
+            seq = self._written
+            kick, self._idle = self._idle, False
+        if kick:
+            self._kick.release()
+        return seq
 
     async def durable(self, seq: int) -> None:
         """Wait until record ``seq`` is on disk (needs ``run`` running).
@@ -333,7 +350,7 @@ class AuditLog:
             await self._synced.wait()
 
     def _commit(self, data: bytes) -> None:
-        """Worker thread: append ``data`` (all of it) and fsync. Raises OSError."""
+        """Append ``data`` (all of it) and fsync. Blocking; raises OSError."""
         view = memoryview(data)
         try:
             while view:
@@ -342,107 +359,80 @@ class AuditLog:
             self._unwritten = bytes(view)
         os.fsync(self._fd)
 
+    def _committer(self, token: trio.lowlevel.TrioToken) -> None:
+        """The committer thread's loop (see the class docstring)."""
+        while True:
+            with self._mutex:
+                if self._stop:
+                    return
+                if not self._queue and not self._unwritten:
+                    self._idle = True
+                    data = None
+                else:
+                    data = self._unwritten + b"".join(self._queue)
+                    self._queue = []
+                    target = self._written
+            if data is None:
+                self._kick.acquire()  # write() or stop() releases it
+                continue
+            begin = time.perf_counter()
+            error: OSError | None = None
+            try:
+                self._commit(data)
+            except OSError as exc:
+                error = exc
+            try:
+                token.run_sync_soon(self._group_done, target, error, time.perf_counter() - begin)
+            except trio.RunFinishedError:
+                return
+            if error is not None:
+                time.sleep(self.RETRY_PAUSE_S)  # a full or failing disk: do not spin
+            elif self._interval:
+                time.sleep(self._interval)
+
+    def _group_done(self, target: int, error: OSError | None, seconds: float) -> None:
+        """In trio: records up to ``target`` are durable, or their group failed."""
+        if error is not None:
+            log.error("event=audit_write_failed path=%s error=%s", self.path, error.strerror or error)
+            self._failure = error
+            self._failed_upto = target
+        else:
+            self._failure = None
+            self._durable = target
+            self.groups += 1
+            if self._observe is not None:
+                self._observe(seconds)
+        synced, self._synced = self._synced, trio.Event()
+        synced.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Group commit until cancelled: whenever records were queued, one write and one fsync
-        (in one hop to the committer thread) cover them all."""
-        committer = _Committer(self._commit, trio.lowlevel.current_trio_token())
+        """Run the committer thread until cancelled; then wait for the group it is writing."""
+        self._thread = threading.Thread(target=self._committer, args=(trio.lowlevel.current_trio_token(),),
+                                        name="audit-commit", daemon=True)
+        self._thread.start()
         task_status.started()
         try:
-            while True:
-                await self._dirty.wait()
-                self._dirty = trio.Event()
-                target = self._written
-                data = self._unwritten + b"".join(self._queue)
-                self._queue = []
-                begin = time.perf_counter()
-                failure = await committer.run(data)
-                if failure is not None:
-                    log.error("event=audit_write_failed path=%s error=%s", self.path,
-                              failure.strerror or failure)
-                    self._failure = failure
-                    self._failed_upto = target
-                    if self._unwritten:
-                        self._dirty.set()  # retry what was not written with the next group
-                else:
-                    self._failure = None
-                    self._durable = target
-                    self.groups += 1
-                    if self._observe is not None:
-                        self._observe(time.perf_counter() - begin)
-                synced, self._synced = self._synced, trio.Event()
-                synced.set()
-                if self._interval:
-                    await trio.sleep(self._interval)
+            await trio.sleep_forever()
         finally:
-            committer.stop()
+            with self._mutex:
+                self._stop = True
+                kick, self._idle = self._idle, False
+            if kick:
+                self._kick.release()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._thread.join)
 
     def close(self) -> None:
-        """Write what is queued, fsync and close. Blocking; idempotent."""
+        """Write what is queued, fsync and close (after ``run`` ended). Blocking; idempotent."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._commit(self._unwritten + b"".join(self._queue))
-            self._queue = []
+            with self._mutex:
+                data = self._unwritten + b"".join(self._queue)
+                self._queue = []
+            self._commit(data)
         except OSError as exc:
             log.error("event=audit_write_failed path=%s error=%s", self.path, exc.strerror or exc)
         finally:
             self._file.close()
-
-
-class _Committer:
-    """One long-lived thread that runs the group commit's blocking write + fsync.
-
-    The commit is strictly serial, so one thread suffices; handing it a group costs a lock
-    release and a ``run_sync_soon`` back, about a third of the CPU of a ``trio.to_thread`` hop
-    (thread cache, capacity limiter, context copy, thread naming), measured per group.
-    """
-
-    def __init__(self, fn: Callable[[bytes], None], token: trio.lowlevel.TrioToken) -> None:
-        self._fn = fn
-        self._token = token
-        self._go = threading.Lock()
-        self._go.acquire()
-        self._job: tuple[bytes, Callable[[BaseException | None], None]] | None = None
-        self._thread = threading.Thread(target=self._loop, name="audit-commit", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            self._go.acquire()
-            job = self._job
-            if job is None:
-                return  # stop
-            data, done = job
-            error: BaseException | None = None
-            try:
-                self._fn(data)
-            except BaseException as exc:  # handed to the trio side
-                error = exc
-            try:
-                self._token.run_sync_soon(done, error)
-            except trio.RunFinishedError:
-                return
-
-    async def run(self, data: bytes) -> OSError | None:
-        """Write and fsync ``data`` in the thread; the OSError it raised, if any. Not
-        cancellable: records handed over are written (like ``trio.to_thread.run_sync``)."""
-        outcome: list[BaseException | None] = []
-        finished = trio.Event()
-
-        def done(error: BaseException | None) -> None:
-            outcome.append(error)
-            finished.set()
-
-        self._job = (data, done)
-        self._go.release()
-        with trio.CancelScope(shield=True):
-            await finished.wait()
-        error = outcome[0]
-        if error is not None and not isinstance(error, OSError):
-            raise error
-        return error
-
-    def stop(self) -> None:
-        self._job = None
-        self._go.release()
