@@ -39,7 +39,8 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kms.args import ARGS, parse_args
-from kms.audit import AuditEvent, AuditLog, EventIds, encode_event, format_record, request_parameters
+from kms.audit import AuditEvent, EventIds, encode_event, format_record, request_parameters
+from kms.auditlog import AuditLog
 from kms.keypolicy import decide, service_arn
 from kms.keystore import KEY_STATES, KeyRecord
 from kms.lifecycle import KeyAdmin, check_policy

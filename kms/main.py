@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 import trio
 
-from kms.audit import AuditLog
+from kms.auditlog import AuditLog
 from kms.config import KmsConfig
 from kms.handlers import KmsHandlers, KmsMetrics
 from kms.keystore import KeyStore, KeystoreError, load_root_key

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
 
 from kms.audit import (
-    AuditEvent, AuditLog, EventIds, encode_event, encode_record, format_record, format_time, request_parameters,
+    AuditEvent, EventIds, encode_event, encode_record, format_record, format_time, request_parameters,
 )
+from kms.auditlog import AuditLog
 
 ARN = "arn:aws:kms:us-east-1:000000000000:key/0f8e6a2c-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 SECRET = b"\x13\x37SUPERSECRET-PLAINTEXT\x00"
