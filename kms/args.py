@@ -53,6 +53,16 @@ def _context_arg(v: Any, name: str = "encryption_context") -> dict[str, str]:
         raise validation_error(f"{name} must be a map of at most {MAX_CONTEXT_PAIRS} pairs")
     if not all(isinstance(k, str) and k and isinstance(x, str) for k, x in v.items()):
         raise validation_error(f"{name} keys must be non-empty strings and values strings")
+    chars = sum(len(k) + len(x) for k, x in v.items())
+    if (chars + 6 * len(v)) * 6 + 2 <= MAX_CONTEXT_BYTES:
+        # surely small enough (a character takes at most 6 bytes in the canonical JSON): only
+        # check that it encodes, without building the JSON
+        try:
+            for k, x in v.items():
+                k.encode(), x.encode()
+        except UnicodeEncodeError:
+            raise validation_error(f"{name} is not valid Unicode") from None
+        return dict(v)
     try:
         size = len(canonical_context(v))
     except (TypeError, ValueError):

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import secrets
 import struct
@@ -65,7 +66,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "BLOB_HEADER_SIZE", "BLOB_MAGIC", "BLOB_VERSION", "KEY_SIZE", "MAX_BLOB_SIZE", "MAX_PLAINTEXT",
-    "InvalidCiphertext", "RootKeyError", "canonical_context", "decrypt_blob", "encrypt_blob",
+    "InvalidCiphertext", "RootKeyError", "blob_key_id", "canonical_context", "decrypt_blob", "encrypt_blob",
     "new_data_key", "new_master_key", "parse_blob_header", "parse_root_key", "unwrap_with_root",
     "wrap_with_root",
 ]  # fmt: skip
@@ -165,6 +166,28 @@ def canonical_context(ctx: Mapping[str, str] | None) -> bytes:
     """
     if ctx is None:
         return b"{}"
+    if type(ctx) is dict and len(ctx) <= 8:
+        items = tuple(ctx.items())
+        try:  # small contexts only, so the cache stays small (<= 1024 entries of <= 1 KiB)
+            if sum(len(k) + len(v) for k, v in items) <= 1024:
+                return _canonical_cached(items)
+        except TypeError:  # not strings (refused below)
+            pass
+    return _canonical(ctx)
+
+
+# json.dumps builds a new encoder per call when given options: keep one (it is stateless)
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_cached(items: tuple[tuple[object, object], ...]) -> bytes:
+    # the few contexts a deployment uses (bucket ARNs) repeat: keyed by the exact items, so
+    # the answer (or the error) is the one _canonical gives
+    return _canonical(dict(items))
+
+
+def _canonical(ctx: Mapping[str, str]) -> bytes:
     if not isinstance(ctx, Mapping):
         raise TypeError("encryption context must be a mapping of str to str")
     items: dict[str, str] = {}
@@ -172,7 +195,7 @@ def canonical_context(ctx: Mapping[str, str] | None) -> bytes:
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("encryption context keys and values must be str")
         items[key] = value
-    text = json.dumps(items, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL_JSON(items)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -252,6 +275,30 @@ def parse_blob_header(blob: bytes) -> tuple[uuid.UUID, int]:
     if version != BLOB_VERSION:
         raise InvalidCiphertext("unsupported ciphertext blob version")
     return uuid.UUID(bytes=key_id), key_version
+
+
+def blob_key_id(blob: bytes) -> tuple[str, int]:
+    """``parse_blob_header`` with the key id as its string form (what the keystore is keyed
+    by); the id's text is cached, as the same few keys open most blobs.
+
+    Raises:
+        InvalidCiphertext: as ``parse_blob_header``.
+    """
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise InvalidCiphertext("ciphertext blob must be bytes")
+    if not MIN_BLOB_SIZE <= len(blob) <= MAX_BLOB_SIZE:
+        raise InvalidCiphertext("ciphertext blob has an invalid length")
+    magic, version, key_id, key_version, _nonce = _BLOB_HEADER.unpack_from(blob, 0)
+    if magic != BLOB_MAGIC:
+        raise InvalidCiphertext("not an onezone ciphertext blob")
+    if version != BLOB_VERSION:
+        raise InvalidCiphertext("unsupported ciphertext blob version")
+    return _key_id_text(key_id), key_version
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_id_text(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=raw))
 
 
 def decrypt_blob(master_key: bytes, blob: bytes, context: Mapping[str, str] | None = None) -> bytes:

@@ -8,8 +8,9 @@ arguments' names, types and sizes (``kms.args``, ``ValidationException``), check
 policy of every key the request acts on (``kms.keypolicy``: for the end user named by
 ``caller``, else for the service's role ARN), run the operation (keystore writes serialized by
 a lock in a worker thread; reads and crypto on at most 4 KiB inline, cheaper than a thread
-hop), then append one audit record and count the request, whatever the outcome. A successful
-call is answered only once its audit record is on disk (group-committed fsync, ``AuditLog``).
+hop), then append one audit record and count the request, whatever the outcome. Every call,
+refused or not, is answered only once its audit record is on disk (group-committed write and
+fsync, ``AuditLog``).
 
 ``maintain`` / ``run_maintenance`` is the background task that deletes keys whose deletion
 window ended and rotates keys due for automatic rotation (``KeyAdmin.run_due``).
@@ -38,7 +39,8 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kms.args import ARGS, parse_args
-from kms.audit import AuditEvent, AuditLog, format_record, request_parameters
+from kms.audit import AuditEvent, EventIds, encode_event, format_record, request_parameters
+from kms.auditlog import AuditLog
 from kms.keypolicy import decide, service_arn
 from kms.keystore import KEY_STATES, KeyRecord
 from kms.lifecycle import KeyAdmin, check_policy
@@ -80,6 +82,7 @@ NO_KEY_POLICY = frozenset({"CreateKey", "ListKeys", "GetManagedKey", "GenerateRa
                            "KeyStateChanges"})
 
 
+@functools.lru_cache(maxsize=4096)  # ACL is a constant; principals are certificate names
 def allowed(principal: str, operation: str) -> bool:
     return any(fnmatch.fnmatchcase(principal, p) for p in ACL.get(operation, ()))
 
@@ -95,8 +98,20 @@ class KmsMetrics:
                                   ["operation"], buckets=LATENCY_BUCKETS, registry=registry)
         self.keys = Gauge("onezone_kms_keys", "KMS keys by state.", ["state"], registry=registry)
         self.audit_write = Histogram("onezone_kms_audit_write_duration_seconds",
-                                     "Time to append one audit record.", buckets=LATENCY_BUCKETS,
-                                     registry=registry)
+                                     "Time to write and fsync one group of audit records (group commit).",
+                                     buckets=LATENCY_BUCKETS, registry=registry)
+
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def count(self, operation: str, outcome: str, seconds: float) -> None:
+        """Count one request and observe its duration (label children cached: labels() is not free)."""
+        children = self._children.get((operation, outcome))
+        if children is None:
+            children = (self.requests.labels(operation, outcome), self.duration.labels(operation))
+            if len(self._children) < 4096:
+                self._children[(operation, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_keys(self, counts: Mapping[str, int]) -> None:
         for state in KEY_STATES:
@@ -117,6 +132,7 @@ class KmsHandlers:
         self.metrics = metrics
         self._clock = clock
         self._write_lock = trio.Lock()
+        self._event_id = EventIds()
         metrics.set_keys(service.store.count_by_state())
 
     def handlers(self) -> dict[str, Handler]:
@@ -155,8 +171,13 @@ class KmsHandlers:
             self._record_quietly(operation, call, caller, raw, "KMSInternalException", "internal error", start)
             raise
         if error is not None:
-            self._record_quietly(operation, call, caller, raw, error.kind or error.code.value,
-                                 error.message, start)
+            seq = self._record_quietly(operation, call, caller, raw, error.kind or error.code.value,
+                                       error.message, start)
+            if seq is not None:
+                try:  # refusals too are answered once their record is on disk
+                    await self.audit.durable(seq)
+                except OSError:
+                    pass  # logged by the audit log; the caller gets its error either way
             raise error
         try:
             seq = self._record(operation, call, caller, raw, result, None, None, start)
@@ -270,7 +291,7 @@ class KmsHandlers:
             event = AuditEvent(
                 operation="DeleteKey" if what == "Deleted" else "RotateKey", principal="kms.amazonaws.com",
                 region=self.service.region, account_id=self.service.account_id, time=self._clock(),
-                request_id=str(uuid.uuid4()), event_id=str(uuid.uuid4()), source="kms.amazonaws.com",
+                request_id=str(uuid.uuid4()), event_id=self._event_id(), source="kms.amazonaws.com",
                 request_parameters={"keyId": key_id}, key_arn=self.service.arn(key_id))
             try:
                 self.audit.write(format_record(event))
@@ -291,11 +312,12 @@ class KmsHandlers:
 
     # -- audit -------------------------------------------------------------------------------------------
     def _record_quietly(self, operation: str, call: Call, caller: str | None, raw: Mapping[str, Any],
-                        error_code: str, error_message: str, start: float) -> None:
+                        error_code: str, error_message: str, start: float) -> int | None:
         try:
-            self._record(operation, call, caller, raw, None, error_code, error_message, start)
+            return self._record(operation, call, caller, raw, None, error_code, error_message, start)
         except OSError as exc:
             log.error("event=audit_write_failed path=%s error=%s", self.audit.path, exc.strerror or exc)
+            return None
 
     def _record(self, operation: str, call: Call, caller: str | None, raw: Mapping[str, Any],
                 result: Any, error_code: str | None, error_message: str | None, start: float) -> int:
@@ -304,8 +326,7 @@ class KmsHandlers:
         Returns:
             The record's sequence number (for ``AuditLog.durable``).
         """
-        self.metrics.requests.labels(operation, error_code or "ok").inc()
-        self.metrics.duration.labels(operation).observe(time.perf_counter() - start)
+        self.metrics.count(operation, error_code or "ok", time.perf_counter() - start)
         key_arn = None
         if isinstance(result, dict):
             key_arn = result.get("KeyId") if "KeyId" in result else result.get("KeyMetadata", {}).get("Arn")
@@ -320,13 +341,10 @@ class KmsHandlers:
         event = AuditEvent(
             operation=operation, principal=call.principal, region=self.service.region,
             account_id=self.service.account_id, time=self._clock(), request_id=call.request_id,
-            event_id=str(uuid.uuid4()), source=call.peer.rpartition(":")[0], caller=caller,
+            event_id=self._event_id(), source=call.peer.rpartition(":")[0], caller=caller,
             request_parameters=request_parameters(operation, raw), key_arn=key_arn,
             error_code=error_code, error_message=error_message)
-        begin = time.perf_counter()
-        seq = self.audit.write(format_record(event))
-        self.metrics.audit_write.observe(time.perf_counter() - begin)
-        return seq
+        return self.audit.write(encode_event(event))
 
 
 _CALLER_RE = re.compile(r"arn:aws:iam::\d{12}:[A-Za-z0-9+=,.@_/-]{1,1024}")

@@ -39,6 +39,7 @@ def service_arn(account_id: str, principal: str) -> str:
     return f"arn:aws:iam::{account_id}:role/onezone/{principal}"
 
 
+@functools.lru_cache(maxsize=64)
 def default_policy(account_id: str) -> str:
     """AWS's default key policy: the account (and so IAM) governs the key."""
     return json.dumps({
@@ -82,6 +83,20 @@ def decide(policy_text: str | None, *, account_id: str, principal: str, action: 
     Returns:
         True only when a statement allows and none denies.
     """
+    if not context:
+        return _decide_cached(policy_text, account_id, principal, action, key_arn)
+    return _decide(policy_text, account_id, principal, action, key_arn, context)
+
+
+@functools.lru_cache(maxsize=16384)
+def _decide_cached(policy_text: str | None, account_id: str, principal: str, action: str, key_arn: str) -> bool:
+    # Evaluation is a pure function of its inputs (no clock, no state), and the policy's text is
+    # part of the key, so a changed policy can never be answered from an old entry.
+    return _decide(policy_text, account_id, principal, action, key_arn, None)
+
+
+def _decide(policy_text: str | None, account_id: str, principal: str, action: str, key_arn: str,
+            context: Mapping[str, str] | None) -> bool:
     try:
         policy = _parsed(policy_text if policy_text is not None else default_policy(account_id))
     except MalformedPolicy:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 import trio
 
-from kms.audit import AuditLog
+from kms.auditlog import AuditLog
 from kms.config import KmsConfig
 from kms.handlers import KmsHandlers, KmsMetrics
 from kms.keystore import KeyStore, KeystoreError, load_root_key
@@ -53,7 +53,8 @@ async def serve(cfg: KmsConfig, life: Lifecycle, *, environ: Mapping[str, str] |
     kms_metrics = KmsMetrics(metrics.registry)
     if store is None:
         store = await trio.to_thread.run_sync(open_keystore, cfg, environ or {})
-    audit = await trio.to_thread.run_sync(AuditLog.open, cfg.audit_log_path)
+    audit = await trio.to_thread.run_sync(functools.partial(
+        AuditLog.open, cfg.audit_log_path, observe=kms_metrics.audit_write.observe))
     try:
         service = KmsService(store, region=cfg.region, account_id=cfg.account_id, clock=clock)
         handlers = KmsHandlers(service, audit, kms_metrics, clock=clock)

@@ -38,11 +38,11 @@ from typing import Any
 
 from kms.crypto import (
     InvalidCiphertext,
+    blob_key_id,
     decrypt_blob,
     encrypt_blob,
     new_data_key,
     new_master_key,
-    parse_blob_header,
 )
 from kms.keystore import KeyRecord, KeyStore
 from kms.statefeed import StateFeed
@@ -263,26 +263,25 @@ class KmsService:
         """The key a blob names in its header, if this KMS holds it (unauthenticated: for
         authorization before the decrypt, which authenticates)."""
         try:
-            blob_key, _version = parse_blob_header(ciphertext_blob)
+            key_id, _version = blob_key_id(ciphertext_blob)
         except InvalidCiphertext:
             return None
-        return self.store.get(str(blob_key))
+        return self.store.get(key_id)
 
     def _open(self, ciphertext_blob: bytes, encryption_context: Mapping[str, str],
               key_id: str | None) -> tuple[KeyRecord, bytes]:
         try:
-            blob_key, version = parse_blob_header(ciphertext_blob)
+            blob_kid, version = blob_key_id(ciphertext_blob)
         except InvalidCiphertext:
             raise invalid_ciphertext() from None
-        blob_key_id = str(blob_key)
-        if key_id is not None and self.resolve(key_id).key_id != blob_key_id:
+        if key_id is not None and self.resolve(key_id).key_id != blob_kid:
             raise InvalidRequest("The key ID in the request does not identify the key that "
                                  "encrypted the ciphertext.", kind="IncorrectKeyException")
-        rec = self.store.get(blob_key_id)
+        rec = self.store.get(blob_kid)
         if rec is None:
             raise invalid_ciphertext()
         self.usable(rec)
-        material = self.store.material(blob_key_id, version)
+        material = self.store.material(blob_kid, version)
         if material is None:
             raise invalid_ciphertext()
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from typing import Any
 
 import h11
 import trio
@@ -53,9 +54,18 @@ class Metrics:
             "onezone_rpc_server_calls_total", "RPC calls served, by method and outcome.",
             ["method", "outcome"], registry=self.registry)
 
+        self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
     def observe_rpc(self, method: str, outcome: str, seconds: float) -> None:
-        self.rpc_duration.labels(method, outcome).observe(seconds)
-        self.rpc_calls.labels(method, outcome).inc()
+        # labels() takes a lock and builds a key each time: keep the children (method names and
+        # outcomes are few and known, so this stays small)
+        children = self._rpc_children.get((method, outcome))
+        if children is None:
+            children = (self.rpc_duration.labels(method, outcome), self.rpc_calls.labels(method, outcome))
+            if len(self._rpc_children) < 4096:
+                self._rpc_children[(method, outcome)] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import ssl
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,6 +43,7 @@ from proto.rpc_wire import (
     decode_error,
     send_body,
 )
+from proto.tls_stream import wrap_tls
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ class RpcClient:
         return f"RpcClient({self.server_name}@{self.host}:{self.port})"
 
     async def _connection(self) -> tuple[_ClientConn, bool]:
+        conn = self._conn
+        if conn is not None and conn.alive and not conn.conn.closed:
+            return conn, True  # the common case needs no lock (and no scheduling round)
         async with self._lock:
             if self._conn is not None and self._conn.alive and not self._conn.conn.closed:
                 return self._conn, True
@@ -151,6 +155,8 @@ class RpcClient:
         timeout = timeout_s or self._pool.default_timeout_s
         for attempt in (1, 2):
             try:
+                if body is None:
+                    return await self._call_plain(method, args, timeout, request_id)
                 async with self._start(method, args, body, timeout, request_id) as (cc, call_id, p):
                     if p.body is not None:  # the server streamed a reply nobody asked for
                         raise RemoteProtocolError(f"{method} replied with a body")
@@ -180,6 +186,44 @@ class RpcClient:
             p.body._idle_timeout_s = timeout
             yield StreamReply(p.result, p.body)
 
+    async def _call_plain(self, method: str, args: dict[str, Any] | None, timeout: float,
+                          request_id: str | None) -> Any:
+        """A call without a request body: ``_start``'s semantics without its nursery, context
+        manager and second cancel scope (the common, small call; see ``_start``)."""
+        cc, reused = await self._connection()
+        call_id = next(cc.ids)
+        p = _Pending()
+        cc.pending[call_id] = p
+        finished = False
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                try:
+                    await cc.conn.send([REQ, call_id, method, args or {}, timeout, False,
+                                        request_id or self._pool.request_id()])
+                except Unavailable as exc:
+                    exc.reused = reused  # type: ignore[attr-defined]
+                    raise
+                await p.done.wait()
+            if scope.cancelled_caught:
+                raise DeadlineExceeded(f"{method} to {self.server_name} timed out after {timeout:.3f}s")
+            if p.error is not None:
+                finished = True  # the server answered: its call is over
+                if isinstance(p.error, Unavailable):
+                    p.error.reused = reused  # type: ignore[attr-defined]
+                raise p.error
+            if p.body is not None:  # the server streamed a reply nobody asked for
+                raise RemoteProtocolError(f"{method} replied with a body")
+            finished = True
+            return p.result
+        finally:
+            cc.pending.pop(call_id, None)
+            if not finished and cc.alive:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await cc.conn.send([CANCEL, call_id])
+                    except RpcError:
+                        pass
+
     @staticmethod
     async def _send_body(cc: _ClientConn, call_id: int, p: _Pending, body: AsyncIterable[bytes]) -> None:
         # The body's own failure (e.g. the client of a gateway hung up) must not escape as an
@@ -201,7 +245,7 @@ class RpcClient:
             try:
                 with trio.fail_after(timeout):
                     await cc.conn.send([REQ, call_id, method, args or {}, timeout, body is not None,
-                                        request_id or uuid.uuid4().hex])
+                                        request_id or self._pool.request_id()])
                     async with trio.open_nursery() as nursery:
                         if body is not None:
                             nursery.start_soon(self._send_body, cc, call_id, p, body)
@@ -241,6 +285,13 @@ class RpcPool:
         self.connect_timeout_s = connect_timeout_s
         self.default_timeout_s = default_timeout_s
         self._clients: dict[tuple[str, int, str], RpcClient] = {}
+        self._rid_prefix = secrets.token_hex(8)
+        self._rid = itertools.count(1)
+
+    def request_id(self) -> str:
+        """A fresh request id (32 hex digits, unique per pool: a random prefix and a counter;
+        cheaper than a uuid4 per call)."""
+        return f"{self._rid_prefix}{next(self._rid):016x}"
 
     def client(self, host: str, port: int, server_name: str) -> RpcClient:
         key = (host, int(port), server_name)
@@ -255,11 +306,15 @@ class RpcPool:
                 tcp = await trio.open_tcp_stream(host, port)
                 stream: trio.abc.Stream = tcp
                 if self._ssl is not None:
-                    tls = trio.SSLStream(tcp, self._ssl, server_hostname=server_name)
+                    try:
+                        tls = wrap_tls(tcp, self._ssl, server_hostname=server_name)
+                    except BaseException:
+                        await trio.aclose_forcefully(tcp)
+                        raise
                     try:
                         await tls.do_handshake()
                     except BaseException:
-                        await trio.aclose_forcefully(tcp)
+                        await trio.aclose_forcefully(tls)
                         raise
                     stream = tls
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import ssl
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from proto.errors import (
     InvalidRequest,
     RemoteProtocolError,
     RpcError,
+    Unavailable,
 )
 from proto.rpc_wire import (
     CANCEL,
@@ -49,6 +51,7 @@ from proto.rpc_wire import (
     decode_error,
     send_body,
 )
+from proto.tls_stream import wrap_tls
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,11 @@ Handler = Callable[[Call], Awaitable[Any]]
 
 @dataclass(slots=True)
 class _Running:
-    scope: trio.CancelScope
+    scope: trio.CancelScope  # cancelled by the client's CANCEL, or by the deadline during the handler
     body: BodyStream | None
     reply_credit: SendCredit | None = None
+    cancelled_by_peer: bool = False
+    responded: bool = False
 
 
 @dataclass(slots=True)
@@ -111,6 +116,7 @@ class RpcServer:
             raise ValueError(f"ACL names unknown methods: {sorted(unknown)}")
         self._handlers = dict(handlers)
         self._acl = {m: tuple(p) for m, p in acl.items()}
+        self._allowed: dict[tuple[str, str], bool] = {}  # the ACL is fixed: answers are cached
         self._ssl = ssl_context
         self.limits = limits
         self.name = name
@@ -125,8 +131,14 @@ class RpcServer:
 
     # -- authorization ---------------------------------------------------------------------
     def allowed(self, principal: str, method: str) -> bool:
-        patterns = self._acl.get(method, ()) + self._acl.get("*", ())
-        return any(fnmatch.fnmatchcase(principal, p) for p in patterns)
+        key = (principal, method)
+        answer = self._allowed.get(key)
+        if answer is None:
+            patterns = self._acl.get(method, ()) + self._acl.get("*", ())
+            answer = any(fnmatch.fnmatchcase(principal, p) for p in patterns)
+            if len(self._allowed) < 4096:  # principals are certificate names: few
+                self._allowed[key] = answer
+        return answer
 
     # -- serving ---------------------------------------------------------------------------
     async def serve(
@@ -160,16 +172,21 @@ class RpcServer:
         stream: trio.abc.Stream = tcp
         principal = "anonymous"
         if self._ssl is not None:
-            tls = trio.SSLStream(tcp, self._ssl, server_side=True)
+            try:
+                tls = wrap_tls(tcp, self._ssl, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("event=tls_refused server=%s peer=%s reason=%s", self.name, peer, type(exc).__name__)
+                await trio.aclose_forcefully(tcp)
+                return
             try:
                 with trio.fail_after(self._handshake_timeout_s):
                     await tls.do_handshake()
-                from proto.certs import principal_from_peercert
+                from proto.certs import principal_from_peercert  # lazy: keeps cryptography out
 
                 principal = principal_from_peercert(tls.getpeercert())
             except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, ValueError, OSError) as exc:
                 log.warning("event=tls_refused server=%s peer=%s reason=%s", self.name, peer, type(exc).__name__)
-                await trio.aclose_forcefully(tcp)
+                await trio.aclose_forcefully(tls)
                 return
             stream = tls
         await self.handle_stream(stream, principal=principal, peer=peer)
@@ -203,7 +220,10 @@ class RpcServer:
             call = Call(method=method, args=args, principal=sc.principal, peer=sc.conn.peer,
                         request_id=request_id if isinstance(request_id, str) else uuid.uuid4().hex,
                         timeout_s=float(timeout_s) if timeout_s else None, body=body)
-            running = _Running(trio.CancelScope(), body)
+            # One scope per call carries both the client's CANCEL and the deadline (which covers
+            # the handler only: ``_run_inner`` lifts it once the handler returned).
+            deadline = trio.current_time() + (call.timeout_s or self._default_timeout_s)
+            running = _Running(trio.CancelScope(deadline=deadline), body)
             sc.calls[call_id] = running
             self._active += 1
             self._idle = trio.Event() if self._idle.is_set() else self._idle
@@ -222,6 +242,7 @@ class RpcServer:
             if running.reply_credit is not None:
                 running.reply_credit.grant(msg[2])
         elif kind == CANCEL:
+            running.cancelled_by_peer = True
             running.scope.cancel()
         else:
             raise RemoteProtocolError(f"unexpected message type {kind}")
@@ -234,6 +255,14 @@ class RpcServer:
                 await self._run_inner(sc, call_id, call, running)
             if running.scope.cancelled_caught:
                 outcome = "cancelled"
+                if not running.cancelled_by_peer and not running.responded:
+                    timeout = call.timeout_s or self._default_timeout_s
+                    err = DeadlineExceeded(f"{call.method} exceeded its deadline of {timeout:.3f}s")
+                    outcome = err.code.value
+                    try:
+                        await sc.conn.send([RESP, call_id, err.to_wire(), None, False])
+                    except Unavailable:
+                        pass
         except RpcError as exc:
             outcome = exc.code.value
         finally:
@@ -246,6 +275,10 @@ class RpcServer:
             if self._observe is not None:
                 self._observe(call.method, outcome, trio.current_time() - start)
 
+    async def _respond(self, conn: FramedConnection, running: _Running, msg: list[Any]) -> None:
+        running.responded = True
+        await conn.send(msg)
+
     async def _run_inner(self, sc: _ServerConn, call_id: int, call: Call, running: _Running) -> None:
         conn = sc.conn
         handler = self._handlers.get(call.method)
@@ -255,24 +288,20 @@ class RpcServer:
             if not self.allowed(call.principal, call.method):
                 raise AccessDenied(f"principal {call.principal!r} may not call {call.method}",
                                    kind="AccessDeniedException")
-            timeout = call.timeout_s or self._default_timeout_s
-            try:
-                with trio.fail_after(timeout):
-                    result = await handler(call)
-            except trio.TooSlowError:
-                raise DeadlineExceeded(f"{call.method} exceeded its deadline of {timeout:.3f}s") from None
+            result = await handler(call)
         except RpcError as exc:
-            await conn.send([RESP, call_id, exc.to_wire(), None, False])
+            await self._respond(conn, running, [RESP, call_id, exc.to_wire(), None, False])
             raise
         except Exception:
             log.exception("event=handler_crash server=%s method=%s request_id=%s",
                           self.name, call.method, call.request_id)
             err = Internal(f"internal error in {call.method} (request {call.request_id})")
-            await conn.send([RESP, call_id, err.to_wire(), None, False])
+            await self._respond(conn, running, [RESP, call_id, err.to_wire(), None, False])
             raise err from None
         if isinstance(result, Streamed):
+            running.scope.deadline = math.inf  # the deadline bounds the handler, not the reply stream
             running.reply_credit = SendCredit(self.limits.window)
-            await conn.send([RESP, call_id, None, result.result, True])
+            await self._respond(conn, running, [RESP, call_id, None, result.result, True])
             try:
                 await send_body(conn, call_id, running.reply_credit, result.body)
             except Exception:
@@ -280,4 +309,4 @@ class RpcServer:
                               self.name, call.method, call.request_id)
                 raise Internal("reply stream failed") from None
         else:
-            await conn.send([RESP, call_id, None, result, False])
+            await self._respond(conn, running, [RESP, call_id, None, result, False])

@@ -16,6 +16,10 @@ A receiver therefore never buffers more than ``window * chunk_bytes`` per body, 
 connection's reader never blocks on a slow consumer (a peer that exceeds its credit is a
 protocol error). ``timeout_s`` is the caller's remaining deadline: the callee runs the handler
 under it, so callees never outlive their callers.
+
+Cost per message matters (a KMS call is a few hundred bytes each way): one receive hands every
+complete frame it read to the dispatcher, and frames sent while a write is in progress are
+coalesced into the next write (``FramedConnection.send``), in order.
 """
 
 from __future__ import annotations
@@ -54,35 +58,86 @@ class WireLimits:
 
 
 class FramedConnection:
-    """A trio stream speaking frames; sends are serialised and shielded from cancellation.
+    """A trio stream speaking frames; sends are serialised, coalesced and shielded from cancellation.
 
-    A cancelled send must never leave half a frame on the wire, so ``send`` shields the write;
-    the stream is closed if it fails.
+    A cancelled send must never leave half a frame on the wire, so the write is shielded; the
+    stream is closed if it fails. Sends coalesce: while one task writes, frames that other
+    tasks send are queued, and the writing task then hands them all to the stream in one
+    ``send_all`` (one TLS record and one syscall for many small frames), in the order they were
+    sent. Every ``send`` still returns only once its frame was handed to the stream (or raises
+    ``Unavailable``), so a sender cannot run ahead of the connection: memory stays bounded by
+    one frame per sending task.
     """
 
     def __init__(self, stream: trio.abc.Stream, limits: WireLimits, *, peer: str) -> None:
         self.stream = stream
         self.limits = limits
         self.peer = peer
-        self._lock = trio.Lock()
         self._decoder = FrameDecoder(max_frame_bytes=limits.max_frame_bytes)
         self.closed = False
+        self._out: list[bytes] = []  # frames queued behind the current write, in send order
+        self._queued = 0  # sequence number of the last frame queued
+        self._sent = 0  # sequence number of the last frame handed to the stream
+        self._writing = False
+        self._waiters = 0
+        self._flushed = trio.Event()
+        self.writes = 0  # writes to the stream (frames sent / writes = coalescing ratio)
+        self._try_send = getattr(stream, "try_send", None)
+
+    def _unavailable(self, what: str) -> Unavailable:
+        err = Unavailable(f"connection to {self.peer} {what}")
+        err.local = True  # type: ignore[attr-defined]
+        return err
 
     async def send(self, msg: list[Any]) -> None:
         data = encode_frame(msg, max_frame_bytes=self.limits.max_frame_bytes)
         if self.closed:
-            err = Unavailable(f"connection to {self.peer} is closed")
-            err.local = True  # type: ignore[attr-defined]
-            raise err
-        with trio.CancelScope(shield=True):
-            async with self._lock:
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self.closed = True
-                    err = Unavailable(f"connection to {self.peer} lost: {exc}")
-                    err.local = True  # type: ignore[attr-defined]
-                    raise err from None
+            raise self._unavailable("is closed")
+        if self._writing:
+            # another task is writing: it writes our frame too before it stops
+            self._out.append(data)
+            self._queued += 1
+            mine = self._queued
+            self._waiters += 1
+            try:
+                with trio.CancelScope(shield=True):
+                    while self._sent < mine and not self.closed:
+                        await self._flushed.wait()
+            finally:
+                self._waiters -= 1
+            if self._sent < mine:
+                raise self._unavailable("lost")
+            return
+        self._writing = True
+        try:
+            # Fast path: a stream that can write without waiting (TlsStream) takes the frame at
+            # once, with no cancel scope and no scheduling round; nobody else ran meanwhile, so
+            # nothing was queued behind it.
+            done = self._try_send(data) if self._try_send is not None else 0
+            if done < len(data):
+                with trio.CancelScope(shield=True):
+                    await self.stream.send_all(data if done == 0 else memoryview(data)[done:])
+                    while self._out:  # frames other tasks queued while we waited: one write
+                        batch = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                        upto = self._queued
+                        self._out = []
+                        await self.stream.send_all(batch)
+                        self.writes += 1
+                        self._sent = upto
+                        self._wake()
+            self.writes += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError) as exc:
+            self.closed = True
+            self._out = []
+            self._wake()
+            raise self._unavailable(f"lost: {exc}") from None
+        finally:
+            self._writing = False
+
+    def _wake(self) -> None:
+        if self._waiters:
+            flushed, self._flushed = self._flushed, trio.Event()
+            flushed.set()
 
     async def messages(self) -> AsyncIterator[list[Any]]:
         """Yield every well-formed message until EOF; raise RemoteProtocolError on junk."""
@@ -101,6 +156,7 @@ class FramedConnection:
 
     async def aclose(self) -> None:
         self.closed = True
+        self._wake()
         with trio.CancelScope(shield=True):
             try:
                 await trio.aclose_forcefully(self.stream)

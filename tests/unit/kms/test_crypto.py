@@ -96,6 +96,8 @@ def test_parse_blob_header() -> None:
     sealed = blob(key_id=key_id, key_version=2**32 - 1)
     assert parse_blob_header(sealed) == (key_id, 2**32 - 1)
     assert parse_blob_header(bytes.fromhex(GOLDEN_BLOB)) == (KEY_ID, 3)
+    for _ in range(2):  # the second time from the key id cache
+        assert kc.blob_key_id(sealed) == (str(key_id), 2**32 - 1)
 
 
 @pytest.mark.parametrize(
@@ -114,6 +116,8 @@ def test_parse_blob_header() -> None:
 def test_parse_blob_header_rejects_malformed(bad: bytes) -> None:
     with pytest.raises(InvalidCiphertext):
         parse_blob_header(bad)
+    with pytest.raises(InvalidCiphertext):
+        kc.blob_key_id(bad)
     with pytest.raises(InvalidCiphertext):
         decrypt_blob(MASTER, bad, CTX)
 

@@ -227,3 +227,23 @@ def test_state_feed_incremental_full_and_restart(env):
     assert small.changes_since("e", 1)["changes"] == [{"KeyId": "k1", "KeyState": "Disabled"}]
     assert small.changes_since("e", 3)["changes"] == [{"KeyId": "k3", "KeyState": "Disabled"},
                                                       {"KeyId": "k4", "KeyState": "Disabled"}]
+
+
+def test_cached_key_policy_decisions_follow_the_policy_text():
+    arn = "arn:aws:kms:us-east-1:000000000000:key/0f8e6a2c-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+    node = "arn:aws:iam::000000000000:role/onezone/node-1"
+
+    def policy(principal):
+        return json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": principal}, "Action": "kms:Decrypt", "Resource": "*"}]})
+
+    for _ in range(3):  # the same answer from the cache as from the first evaluation
+        assert decide(None, account_id="000000000000", principal=node, action="kms:Decrypt", key_arn=arn)
+        assert decide(policy(node), account_id="000000000000", principal=node, action="kms:Decrypt", key_arn=arn)
+        assert not decide(policy("arn:aws:iam::000000000000:user/alice"), account_id="000000000000",
+                          principal=node, action="kms:Decrypt", key_arn=arn)
+        assert not decide(policy(node), account_id="000000000000", principal=node, action="kms:Encrypt",
+                          key_arn=arn)
+        # a condition context is never answered from the cache
+        assert decide(policy(node), account_id="000000000000", principal=node, action="kms:Decrypt",
+                      key_arn=arn, context={"kms:EncryptionContext:a": "b"})
