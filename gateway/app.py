@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import trio
+
 from gateway import (iam_api, kms_api, routing, s3_bucket_config, s3_buckets, s3_extra, s3_lists, s3_objects,
                      s3_post)
 from gateway.audit import AuditFile
