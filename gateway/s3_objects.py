@@ -41,6 +41,7 @@ META_FIELDS = {"content-type": "content_type", "cache-control": "cache_control",
                "expires": "expires"}
 MAX_USER_META_BYTES = 2048
 SMALL_GET_BYTES = 1024 * 1024  # GetObject reads objects up to this size in its one node call
+INLINE_PUT_BYTES = 1024 * 1024  # PutObject bodies up to this size go to the node in the call's ``data``
 UNSUPPORTED_PUT_HEADERS = {
     "x-amz-tagging": "Object tagging is not supported for directory buckets.",
     "x-amz-object-lock-mode": "Object Lock is not supported for directory buckets.",
@@ -241,7 +242,13 @@ async def put_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     meta["checksum_algorithm"] = algo
     method, value_field = append_args(req, bucket, args)
     body = _upload_body(req, ident, max_bytes=max_bytes, result=result)
-    r = await backend.node_call(record, method, args, body=body)
+    length = req.header("content-length") or ""
+    if method == "PutObject" and length.isdigit() and int(length) <= INLINE_PUT_BYTES:
+        # a small body is read (and verified) whole, then sent in the call itself: one message
+        args["data"] = b"".join([piece async for piece in body])
+        r = await backend.node_call(record, method, args)
+    else:
+        r = await backend.node_call(record, method, args, body=body)
     stored = r["meta"]
     algo_v = result.get("checksum")
     if algo_v is None or stored.get(value_field) != algo_v[1]:

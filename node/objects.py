@@ -7,10 +7,13 @@ Put (primary only)
 1. resolve the bucket record (refetched if the caller's ``bucket_version`` is newer), check
    this node is the primary, check the conditions early (cheap refusal before the body);
 2. get the bucket key (cache, else KMS), draw a random 16-byte object id, derive the object
-   key; open a data file in ``incoming/`` and one ``ReplicaPut`` per other replica;
+   key; open a data file in ``incoming/``;
 3. cut the plaintext body into ``chunk_bytes`` chunks; per chunk, in a worker thread: hash
    (MD5 for the ETag, the S3 checksum if one was asked for), seal, append locally; then queue
-   the sealed bytes for every replica (backpressure: a few chunks in flight per replica);
+   the sealed bytes for every replica (one streamed ``ReplicaPut`` per other replica, opened
+   at the start; backpressure: a few chunks in flight per replica). A small body that came
+   whole in the call (``data``) is not streamed: step 4 sends each replica one ``ReplicaPut``
+   carrying the sealed chunk(s) and the trailer (``Fanout.commit_whole``);
 4. publish the local copy (a large one is fsynced now; a small one stays in memory); under the
    per-key lock, re-check the conditions (authoritative), release the trailer to the
    replicas and, at the same time, commit locally (``ObjectStore.commit``: the data and its
@@ -59,7 +62,7 @@ from node.manifest import (
     start_manifest,
 )
 from node.metrics import NodeMetrics
-from node import runs
+from node import durable, runs
 from node.reader import ChunkReader
 from node.replication import Fanout
 from node.sealed_stream import ChunkCutter, encode_trailer
@@ -80,6 +83,7 @@ log = logging.getLogger(__name__)
 OBJECT_ID_BYTES = 16
 INLINE_SEAL_BYTES = 64 * 1024  # chunks up to this size are sealed without a thread hop
 SEAL_OVERHEAD = 64             # chunk header + GCM tag, rounded up
+WHOLE_REPLICA_BYTES = 1024 * 1024 + 1024  # a one-chunk object up to this size: one ReplicaPut message
 
 
 class KeyLocks:
@@ -120,6 +124,15 @@ class _Put:
     size: int = 0
     committing: bool = False
     committed: bool = False
+    nursery: Any = None
+
+
+async def _pieces(body: AsyncIterable[bytes] | bytes) -> AsyncIterator[bytes]:
+    if isinstance(body, bytes):
+        yield body
+    else:
+        async for piece in body:
+            yield piece
 
 
 _RUNS = object()  # _open_current: the version is made of several runs (node.runs)
@@ -219,7 +232,7 @@ class ObjectService:
 
     async def put_object(self, *, bucket: str, key: str, bucket_version: int, user: dict[str, Any],
                          if_none_match: bool = False, if_match: str | None = None,
-                         body: AsyncIterable[bytes] | None, request_id: str | None = None) -> dict[str, Any]:
+                         body: AsyncIterable[bytes] | bytes | None, request_id: str | None = None) -> dict[str, Any]:
         """Store ``body`` as ``key`` on every replica; returns the public ObjectMeta.
 
         ``user`` is ``manifest.parse_user_fields(meta)``. Raises the errors of docs/rpc.md
@@ -262,7 +275,9 @@ class ObjectService:
         inflight.append(rec.epoch)
         try:
             async with trio.open_nursery() as nursery:
-                fan.start(nursery)
+                job.nursery = nursery
+                if not isinstance(body, bytes):
+                    fan.start(nursery)  # streamed: a replica that fails stops the write early
                 try:
                     with write_scope:
                         manifest = await self._write(job, start, fan, body, if_none_match, if_match,
@@ -292,16 +307,29 @@ class ObjectService:
                  manifest["size"], manifest["chunks"], len(rec.replicas))
         return public_meta(manifest)
 
-    async def _write(self, job: _Put, start: dict[str, Any], fan: Fanout, body: AsyncIterable[bytes] | None,
+    async def _write(self, job: _Put, start: dict[str, Any], fan: Fanout, body: AsyncIterable[bytes] | bytes | None,
                      if_none_match: bool, if_match: str | None, *, expected_checksum: str | None) -> dict[str, Any]:
         cutter = ChunkCutter(self._chunk_bytes)
+        held: list[bytes] = []  # a whole (small) body's sealed chunks, sent with the trailer in one call
+
+        async def send(sealed: bytes) -> None:
+            if not fan.started:
+                held.append(sealed)
+                if sum(map(len, held)) <= WHOLE_REPLICA_BYTES:
+                    return
+                fan.start(job.nursery)
+            for piece in held or [sealed]:
+                await fan.send(piece)
+            held.clear()
+
         if body is not None:
-            async for piece in body:
+            async for piece in _pieces(body):
                 job.size += len(piece)
                 for chunk in cutter.feed(piece):
-                    await fan.send(await self._seal(job, *chunk))
-        await fan.send(await self._seal(job, *cutter.finish()))
+                    await send(await self._seal(job, *chunk))
+        await send(await self._seal(job, *cutter.finish()))
         fan.close_inputs()
+        whole = None if fan.started else b"".join(held)
         body_done = trio.current_time()
         if job.incoming.inline:
             job.incoming.publish()  # a small body stays in memory until the commit record
@@ -323,15 +351,24 @@ class ObjectService:
             result: list[bytes | None] = []
 
             async def local_commit() -> None:
-                result.append(await trio.to_thread.run_sync(
-                    self._store.commit, rec.bucket_id, job.key, job.object_id, job.size, encode_manifest(manifest)))
+                result.append(await durable.commit(self._store, job.incoming, rec.bucket_id, job.key, job.object_id,
+                                                   job.size, encode_manifest(manifest)))
                 job.committed = True
 
             # the local commit (its own group-committed fsync) runs while the replicas commit
+            failed: RpcError | None = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(local_commit)
-                await fan.commit(encode_trailer(trailer))
+                try:
+                    if whole is not None:
+                        await fan.commit_whole(whole + encode_trailer(trailer))
+                    else:
+                        await fan.commit(encode_trailer(trailer))
+                except RpcError as exc:
+                    failed = exc  # raised as itself once the local commit is done, not as a group
                 self._metrics.replication_duration.observe(trio.current_time() - body_done)
+            if failed is not None:
+                raise failed
             old = result[0]
         if old is not None and old != job.object_id:
             await trio.to_thread.run_sync(self._store.delete_data, rec.bucket_id, old)

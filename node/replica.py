@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from node import durable
 from node.buckets import BucketCache, BucketRecord
 from node.capacity import insufficient_storage, is_no_space
 from node.manifest import decode_manifest, encode_manifest, finish_manifest
@@ -61,8 +62,9 @@ class ReplicaService:
 
 
     async def replica_put(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, start: dict[str, Any],
-                          body: AsyncIterable[bytes] | None) -> dict[str, Any]:
-        """Store a primary's sealed stream (``start`` is ``manifest.parse_replica_meta(meta)``).
+                          body: AsyncIterable[bytes] | bytes | None) -> dict[str, Any]:
+        """Store a primary's sealed stream (``start`` is ``manifest.parse_replica_meta(meta)``),
+        streamed or whole (``bytes``: a small object's chunks and trailer in one message).
 
         Commits only after the trailer and a clean end of the body; anything else discards.
         """
@@ -78,7 +80,7 @@ class ReplicaService:
         committed = False
         try:
             chunks_seen = 0
-            async for piece in body if body is not None else _empty():
+            async for piece in _whole(body) if isinstance(body, bytes) else body if body is not None else _empty():
                 try:
                     data = parser.feed(piece)
                 except StreamError as exc:
@@ -104,8 +106,8 @@ class ReplicaService:
             else:
                 await trio.to_thread.run_sync(incoming.publish)
             try:
-                old = await trio.to_thread.run_sync(self._store.commit, bucket_id, manifest["key"], object_id,
-                                                    manifest["size"], encode_manifest(manifest))
+                old = await durable.commit(self._store, incoming, bucket_id, manifest["key"], object_id,
+                                           manifest["size"], encode_manifest(manifest))
             except OSError as exc:
                 if is_no_space(exc):
                     raise insufficient_storage(self.node_id, "the disk is full") from None
@@ -170,6 +172,10 @@ class ReplicaService:
         if old is not None:
             await trio.to_thread.run_sync(self._store.delete_data, bucket_id, old)
         return {}
+
+
+async def _whole(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _empty() -> AsyncIterator[bytes]:

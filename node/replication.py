@@ -13,6 +13,11 @@ chunks in flight: the object is never held in memory.
    ``node.sealed_stream``) and ends cleanly; each replica then makes the object durable and
    commits it, and answers. ``commit`` returns when every replica answered OK.
 
+**Small objects** (the body ended before a first chunk was cut): ``start`` is never called;
+``commit_whole(data)`` sends each peer one ``ReplicaPut`` whose ``data`` argument is the whole
+body (the sealed chunk(s), then the trailer), with no streamed body: one request and one reply
+per replica instead of a stream of frames, with the same fencing and failure handling.
+
 Any failure (a replica refuses, cannot be reached, times out) closes that peer's channel and
 awaits ``on_failure(node_id, error)``: the caller reports the replica to the coordinator, and
 if a new epoch without it was issued, returns True: the peer is *excluded* and the write goes
@@ -68,21 +73,38 @@ class Fanout:
         self._on_failure = on_failure
         self._release = trio.Event()
         self._trailer: bytes | None = None
+        self.started = False
 
     @property
     def targets(self) -> list[str]:
         return [p.node_id for p in self._peers]
 
     def start(self, nursery: trio.Nursery) -> None:
+        self.started = True
         for peer in self._peers:
             nursery.start_soon(self._replicate, peer)
 
-    async def _replicate(self, peer: _Peer) -> None:
+    async def commit_whole(self, data: bytes) -> None:
+        """Send every peer the whole body (sealed chunks + trailer) in one call and wait until
+        each answered; ReplicationFailed unless all of them committed (or were excluded)."""
+        assert not self.started, "commit_whole replaces start/send/commit"
+        async with trio.open_nursery() as nursery:
+            for peer in self._peers:
+                nursery.start_soon(self._replicate, peer, data)
+        if self.failed():
+            raise self.failure()
+
+    async def _replicate(self, peer: _Peer, whole: bytes | None = None) -> None:
         deadline = trio.current_effective_deadline()
         timeout = None if math.isinf(deadline) else max(0.001, deadline - trio.current_time())
         try:
-            await peer.client.call(self._method, self._args, body=self._body(peer), timeout_s=timeout,
-                                   request_id=self._request_id)
+            if whole is not None:
+                await peer.client.call(self._method, {**self._args, "data": whole}, timeout_s=timeout,
+                                       request_id=self._request_id)
+                peer.trailer_sent = True
+            else:
+                await peer.client.call(self._method, self._args, body=self._body(peer), timeout_s=timeout,
+                                       request_id=self._request_id)
             if not peer.trailer_sent:
                 raise Unavailable(f"{peer.node_id} answered ReplicaPut before the end of the body")
             peer.ok = True

@@ -2,17 +2,25 @@
 
 Theory of operation
 -------------------
-Writers call ``append(build)`` from worker threads. Under ``_lock`` (which fixes the log
-order) ``build(seq, offset)`` returns the bytes to append at that position and an ``apply``
-callable; the bytes are written to the active segment (page cache only) and an ``_Op`` joins
-the pending list. The writer then waits until its op is done.
+Writers append with ``append(build)`` (blocking, from worker threads) or ``try_submit(build,
+notify)`` (non-blocking, from the event loop: a small record costs microseconds to write, so
+no thread hop is needed to write it). Under ``_lock`` (which fixes the log order)
+``build(seq, offset)`` returns the bytes to append at that position and an ``apply`` callable;
+the bytes are written to the active segment (page cache only) and an ``_Op`` joins the pending
+list, in log order.
 
-Group commit: the first waiter that finds no sync in progress becomes the leader. It takes
-*every* pending op, fdatasyncs the segment(s) they were written to (one fsync for the whole
-batch: 16 concurrent writers pay about one fsync, not 16), then hands the batch, in log order,
-to ``apply_batch`` (the store's single SQLite transaction), marks the ops done and wakes
-everyone; a waiter whose op was not in the batch becomes the next leader. Only once its op is
-done does ``append`` return, so an acknowledged write is on disk *and* in the index.
+Group commit: one dedicated **sync thread** takes *every* pending op, fdatasyncs the segment(s)
+they were written to (one fsync for the whole batch: 16 concurrent writers pay about one
+fsync, not 16), then hands the batch, in log order, to ``apply_batch`` (the store's single
+SQLite transaction), marks the ops done and wakes their writers: ``append`` callers through a
+condition variable, ``try_submit`` callers through their ``notify`` (for trio:
+``TrioToken.run_sync_soon``). Ops appended while a batch is being synced form the next batch.
+Only once its op is done is a write acknowledged, so an acknowledged write is on disk *and*
+in the index.
+
+``try_submit`` never blocks the caller: it returns None (the caller then uses ``append`` in a
+worker thread) when the log lock is held by another writer or when the record would start a
+new segment (creating a segment fsyncs a file and a directory).
 
 A segment grows to ``max_bytes`` and is then closed (fsynced by the next batch) and a new one
 started (its directory entry fsynced before any record goes in). An fsync failure poisons the
@@ -34,13 +42,20 @@ Build = Callable[[int, int], tuple[bytes, Callable[[Any], Any]]]
 
 
 class _Op:
-    __slots__ = ("apply", "result", "error", "done")
+    __slots__ = ("apply", "result", "error", "done", "notify")
 
-    def __init__(self, apply: Callable[[Any], Any]) -> None:
+    def __init__(self, apply: Callable[[Any], Any], notify: Callable[[], Any] | None = None) -> None:
         self.apply = apply
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.notify = notify
+
+    def outcome(self) -> Any:
+        """The apply's result, or the op's error raised (once ``done``)."""
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 def fsync_dir(path: Path) -> None:
@@ -67,18 +82,20 @@ class SegmentLog:
         self._max = max_bytes
         self._apply_batch = apply_batch
         self._on_grow = on_grow
-        self._lock = threading.Lock()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()        # log order: the active segment, _pending, _rotated
+        self._cond = threading.Condition()   # wakes the sync thread, and append() waiters
         self._pending: list[_Op] = []
-        self._syncing = False
         self._rotated: list[int] = []
         self._failed: str | None = None
+        self._stopping = False
         self.fsyncs = 0
         self.batched_ops = 0
         self.seq = 0
         self._fd = -1
         self._size = 0
         self._open_new()
+        self._thread = threading.Thread(target=self._sync_loop, name="segment-sync", daemon=True)
+        self._thread.start()
 
     @property
     def position(self) -> tuple[int, int]:
@@ -97,6 +114,18 @@ class SegmentLog:
         self.seq, self._fd, self._size = seq, fd, FILE_HEADER_SIZE
         self._on_grow(FILE_HEADER_SIZE)
 
+    def _write_locked(self, data: bytes, apply: Callable[[Any], Any], notify: Callable[[], Any] | None) -> _Op:
+        write_all(self._fd, data)
+        self._size += len(data)
+        self._on_grow(len(data))
+        op = _Op(apply, notify)
+        self._pending.append(op)
+        return op
+
+    def _wake_sync(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
     def append(self, build: Build) -> Any:
         """Append ``build(seq, offset)``'s bytes, wait until durable and applied; the apply's result."""
         with self._lock:
@@ -106,15 +135,30 @@ class SegmentLog:
             if self._size > FILE_HEADER_SIZE and self._size + len(data) > self._max:
                 self._open_new()
                 data, apply = build(self.seq, self._size)
-            write_all(self._fd, data)
-            self._size += len(data)
-            self._on_grow(len(data))
-            op = _Op(apply)
-            self._pending.append(op)
-        self._wait(op)
-        if op.error is not None:
-            raise op.error
-        return op.result
+            op = self._write_locked(data, apply, None)
+        with self._cond:
+            self._cond.notify_all()
+            while not op.done:
+                self._cond.wait()
+        return op.outcome()
+
+    def try_submit(self, build: Build, notify: Callable[[], Any]) -> _Op | None:
+        """Append without blocking; ``notify()`` is called (from the sync thread) once the op is
+        durable and applied (then ``op.outcome()``). None: the log is busy or a new segment is
+        due - use ``append`` in a worker thread instead."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._failed:
+                raise OSError(f"the segment log failed earlier ({self._failed}); restart the node")
+            data, apply = build(self.seq, self._size)
+            if self._size > FILE_HEADER_SIZE and self._size + len(data) > self._max:
+                return None
+            op = self._write_locked(data, apply, notify)
+        finally:
+            self._lock.release()
+        self._wake_sync()
+        return op
 
     def rotate(self) -> int:
         """Close the active segment (if it holds records) and start a new one; the new seq."""
@@ -123,21 +167,24 @@ class SegmentLog:
                 self._open_new()
             return self.seq
 
-    def _wait(self, op: _Op) -> None:
-        with self._cond:
-            while not op.done:
-                if not self._syncing:
-                    self._syncing = True
-                    break
-                self._cond.wait()
-            else:
-                return
-        batch: list[_Op] = []
-        try:
+    def _sync_loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    with self._lock:
+                        if self._pending or self._stopping:
+                            break
+                    self._cond.wait()
             with self._lock:
                 batch, self._pending = self._pending, []
                 fds, self._rotated = self._rotated + [self._fd], []
                 end = (self.seq, self._size)
+            if not batch:
+                return  # stopping, and nothing left to sync
+            self._sync(batch, fds, end)
+
+    def _sync(self, batch: list[_Op], fds: list[int], end: tuple[int, int]) -> None:
+        try:
             try:
                 for fd in fds:
                     os.fdatasync(fd)
@@ -161,12 +208,25 @@ class SegmentLog:
             with self._cond:
                 for o in batch:
                     o.done = True
-                self._syncing = False
                 self._cond.notify_all()
+            for o in batch:
+                if o.notify is not None:
+                    try:
+                        o.notify()
+                    except Exception:  # noqa: BLE001 - e.g. the event loop is gone; nobody waits then
+                        pass
 
     def close(self) -> None:
         with self._lock:
+            self._stopping = True
+            self._failed = self._failed or "closed"  # no new op; the pending ones are still synced
+        self._wake_sync()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._lock:
             for fd in self._rotated + [self._fd]:
+                if fd < 0:
+                    continue
                 try:
                     os.fdatasync(fd)
                 except OSError:

@@ -8,7 +8,7 @@ is enforced by ``RpcServer`` before a handler runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 from node.manifest import check_key, parse_replica_meta, parse_user_fields
@@ -45,15 +45,16 @@ MAX_BUCKET_NAME = 255
 MAX_BUCKET_ID_BYTES = 64
 MAX_KEY_ARG_BYTES = 1024
 MAX_LIST_KEYS = 1000
+MAX_INLINE_BODY_BYTES = 1024 * 1024 + 64 * 1024  # a body carried in the request's ``data`` argument
 
 _CONDITIONS = ("if_match", "if_none_match", "if_modified_since", "if_unmodified_since")
 _ARGS: dict[str, frozenset[str]] = {
-    "PutObject": frozenset({"bucket", "key", "bucket_version", "meta", "if_none_match", "if_match"}),
+    "PutObject": frozenset({"bucket", "key", "bucket_version", "meta", "if_none_match", "if_match", "data"}),
     "GetObject": frozenset({"bucket", "key", "bucket_version", "range"}),
     "HeadObject": frozenset({"bucket", "key", "bucket_version"}),
     "DeleteObject": frozenset({"bucket", "key", "bucket_version"}),
     "ListObjects": frozenset({"bucket", "bucket_version", "prefix", "start_after", "max_keys"}),
-    "ReplicaPut": frozenset({"bucket_id", "bucket", "epoch", "meta"}),
+    "ReplicaPut": frozenset({"bucket_id", "bucket", "epoch", "meta", "data"}),
     "ReplicaDelete": frozenset({"bucket_id", "bucket", "epoch", "key"}),
     "ReplicaList": frozenset({"bucket_id", "bucket", "epoch", "start_after", "limit"}),
     "SyncReplica": frozenset({"bucket", "epoch", "target"}),
@@ -109,6 +110,18 @@ def _bucket_id(args: dict[str, Any]) -> bytes:
     return value
 
 
+def _body(call: Call) -> AsyncIterable[bytes] | bytes | None:
+    """The request body: streamed, or whole in the ``data`` argument (small writes: one message)."""
+    data = call.args.get("data")
+    if data is None:
+        return call.body
+    if not isinstance(data, bytes) or len(data) > MAX_INLINE_BODY_BYTES:
+        raise _invalid(f"data must be at most {MAX_INLINE_BODY_BYTES} bytes")
+    if call.body is not None:
+        raise _invalid("data and a streamed body are mutually exclusive")
+    return data
+
+
 def _range(args: dict[str, Any]) -> tuple[int, int] | None:
     value = args.get("range")
     if value is None:
@@ -157,7 +170,7 @@ class NodeHandlers:
             raise _invalid("if_none_match must be a boolean")
         if_match = None if a.get("if_match") is None else _str(a, "if_match", max_bytes=MAX_KEY_ARG_BYTES)
         meta = await self._objects.put_object(bucket=bucket, key=key, bucket_version=version, user=user,
-                                              if_none_match=if_none_match, if_match=if_match, body=call.body,
+                                              if_none_match=if_none_match, if_match=if_match, body=_body(call),
                                               request_id=call.request_id)
         return {"meta": meta}
 
@@ -191,7 +204,7 @@ class NodeHandlers:
         a = self._begin(call)
         return await self._replicas.replica_put(caller=call.principal, bucket_id=_bucket_id(a), bucket=_bucket(a),
                                                 epoch=_int(a, "epoch"), start=parse_replica_meta(a.get("meta")),
-                                                body=call.body)
+                                                body=_body(call))
 
     async def replica_delete(self, call: Call) -> dict[str, Any]:
         a = self._begin(call)

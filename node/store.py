@@ -47,8 +47,10 @@ import os
 import sqlite3
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node.segment_log import SegmentLog, fsync_dir, write_all
 from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_DATA, REC_HEADER_SIZE,
@@ -311,6 +313,22 @@ class ObjectStore:
         Raises:
             ValueError: the data was not published; OSError: the disk failed.
         """
+        build, finish = self._commit_plan(bucket_id, key, object_id, size, manifest, extent_id=extent_id, runs=runs)
+        return finish(self.log.append(build))
+
+    def try_commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
+                   notify: Callable[[], Any]) -> Callable[[], bytes | None] | None:
+        """``commit`` without blocking (from the event loop; a small in-memory object: its record
+        is written to the page cache at once). Returns ``result``: once ``notify()`` was called
+        (from the log's sync thread: the record is durable and applied), ``result()`` returns
+        what ``commit`` would have, or raises its error. None: the log is busy; use ``commit``.
+        """
+        build, finish = self._commit_plan(bucket_id, key, object_id, size, manifest)
+        op = self.log.try_submit(build, notify)
+        return None if op is None else (lambda: finish(op.outcome()))
+
+    def _commit_plan(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
+                     extent_id: bytes | None = None, runs: list[bytes] | None = None):
         _check_ids(bucket_id, object_id)
         ext_id = object_id if extent_id is None else extent_id
         with self._seqlock:
@@ -333,12 +351,15 @@ class ObjectStore:
                 fields["R"] = list(runs)
             return head + encode_record(REC_COMMIT, pack_fields(fields)), lambda db: apply_commit(db, fields)
 
-        old, created = self.log.append(build)
-        self._forget(incoming)
-        incoming._gone = True
-        if created:
-            self.object_count += 1
-        return old
+        def finish(result: tuple[bytes | None, bool]) -> bytes | None:
+            old, created = result
+            self._forget(incoming)
+            incoming._gone = True
+            if created:
+                self.object_count += 1
+            return old
+
+        return build, finish
 
     def link(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
              runs: list[bytes], take: list[tuple[str, bytes]]) -> tuple[bool, bytes | None]:
