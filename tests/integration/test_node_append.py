@@ -4,28 +4,14 @@ an appended object by replica sync (re-sealed as one run: same object id, ETag, 
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import trio
 
 from proto import errors
+from tests.integration import node_harness as H
 
-
-def _load_harness():
-    name = "onezone_node_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("node_harness.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _load_harness()
 CB = 64 * 1024
 BUCKET = H.BUCKET
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import random
 import socket
 import ssl
-import sys
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,19 +14,8 @@ from node.sealed_stream import encode_trailer
 from proto import errors
 from proto.certs import principal_from_peercert
 from proto.config import Endpoint
+from tests.integration import node_harness as H
 
-
-def _load_harness():
-    name = "onezone_node_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("node_harness.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _load_harness()
 CB = 64 * 1024
 BUCKET = H.BUCKET
 

@@ -3,10 +3,7 @@ awaited from the event loop (node/durable.py). Real nodes, real mTLS (node_harne
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import trio
@@ -14,19 +11,8 @@ import trio
 from node.chunk_codec import seal_chunk
 from node.sealed_stream import encode_trailer
 from proto import errors
+from tests.integration import node_harness as H
 
-
-def _load_harness():
-    name = "onezone_node_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("node_harness.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _load_harness()
 CB = 64 * 1024
 BUCKET = H.BUCKET
 
