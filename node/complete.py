@@ -33,11 +33,11 @@ from typing import Any
 
 import trio
 
-from node.buckets import Replica
 from node.manifest import MAX_PARTS, decode_manifest, encode_manifest, finish_manifest, public_meta, start_manifest
+from node.replication import replicate_call
 from node.runs import runs_of
 from proto.crc_combine import COMBINABLE, combine_b64
-from proto.errors import Conflict, InvalidRequest, RpcError, Unavailable
+from proto.errors import Conflict, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Completer:
             encoded = encode_manifest(manifest)
             args = {"bucket_id": rec.bucket_id, "bucket": rec.name, "epoch": rec.epoch, "key": key,
                     "object_id": object_id, "take": [[p, o] for p, o in take], "manifest": encoded}
-            await self._replicate(rec, args, request_id)
+            await replicate_call(self._objects, rec, "ReplicaComplete", args, request_id, op="complete")
             done, old = await trio.to_thread.run_sync(lambda: store.link(
                 rec.bucket_id, key, object_id, manifest["size"], encoded, runs=[r[0] for r in manifest["runs"]],
                 take=take))
@@ -107,27 +107,6 @@ class Completer:
         if old is not None and old != object_id:
             await trio.to_thread.run_sync(store.delete_data, rec.bucket_id, old)
         return public_meta(manifest)
-
-    async def _replicate(self, rec: Any, args: dict[str, Any], request_id: str | None) -> None:
-        obj = self._objects
-        failures: list[str] = []
-
-        async def one(peer: Replica) -> None:
-            try:
-                await obj._peer_client(peer).call("ReplicaComplete", args, request_id=request_id)
-            except RpcError as exc:
-                obj._metrics.replication_failures.inc()
-                log.warning("event=replication_failed op=complete peer=%s kind=%s error=%s", peer.node_id,
-                            exc.kind, exc.message)
-                if await obj._report_failure(rec, peer.node_id, exc) is None:
-                    failures.append(f"{peer.node_id}: {exc.message}")
-
-        async with trio.open_nursery() as nursery:
-            for peer in rec.peers(obj.node_id):
-                nursery.start_soon(one, peer)
-        if failures:
-            obj._buckets.invalidate(rec.name)
-            raise Unavailable(f"replication failed ({'; '.join(failures)})", kind="ReplicationFailed")
 
     async def replica_complete(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, key: str,
                                object_id: bytes, take: list[tuple[str, bytes]], manifest: bytes) -> dict[str, Any]:

@@ -40,9 +40,9 @@ from typing import Any
 
 import trio
 
-from node.buckets import Replica
 from node.manifest import decode_manifest, encode_manifest
-from proto.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed, RpcError, Unavailable
+from node.replication import replicate_call
+from proto.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Renamer:
                 object_id = src_row.object_id
                 args = {"bucket_id": rec.bucket_id, "bucket": rec.name, "epoch": rec.epoch, "src": src,
                         "dst": dst, "object_id": object_id}
-                await self._replicate(rec, args, request_id)
+                await replicate_call(self._objects, rec, "ReplicaRename", args, request_id, op="rename")
                 manifest = encode_manifest(dict(src_meta, key=dst))
                 done, old = await trio.to_thread.run_sync(store.rename, rec.bucket_id, src, dst, object_id,
                                                           manifest)
@@ -173,27 +173,6 @@ class Renamer:
         obj._metrics.renames.inc()
         log.debug("event=rename bucket=%s object_id=%s", bucket, object_id.hex())
         return {}
-
-    async def _replicate(self, rec: Any, args: dict[str, Any], request_id: str | None) -> None:
-        obj = self._objects
-        failures: list[str] = []
-
-        async def one(peer: Replica) -> None:
-            try:
-                await obj._peer_client(peer).call("ReplicaRename", args, request_id=request_id)
-            except RpcError as exc:
-                obj._metrics.replication_failures.inc()
-                log.warning("event=replication_failed op=rename peer=%s kind=%s error=%s", peer.node_id,
-                            exc.kind, exc.message)
-                if await obj._report_failure(rec, peer.node_id, exc) is None:
-                    failures.append(f"{peer.node_id}: {exc.message}")
-
-        async with trio.open_nursery() as nursery:
-            for peer in rec.peers(obj.node_id):
-                nursery.start_soon(one, peer)
-        if failures:
-            obj._buckets.invalidate(rec.name)
-            raise Unavailable(f"replication failed ({'; '.join(failures)})", kind="ReplicationFailed")
 
     async def replica_rename(self, *, caller: str, bucket_id: bytes, bucket: str, epoch: int, src: str, dst: str,
                              object_id: bytes) -> dict[str, Any]:

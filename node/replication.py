@@ -163,3 +163,28 @@ class Fanout:
             await peer.done.wait()
         if self.failed():
             raise self.failure()
+
+
+async def replicate_call(obj: Any, rec: Any, method: str, args: dict[str, Any], request_id: str | None,
+                         *, op: str) -> None:
+    """Send one metadata-only replica call (``ReplicaRename``, ``ReplicaComplete``...) to every
+    other replica of the epoch in parallel. A replica that fails is reported to the coordinator
+    (``obj._report_failure``); if it cannot be excluded the write fails with ReplicationFailed."""
+    failures: list[str] = []
+
+    async def one(peer: Any) -> None:
+        try:
+            await obj._peer_client(peer).call(method, args, request_id=request_id)
+        except RpcError as exc:
+            obj._metrics.replication_failures.inc()
+            log.warning("event=replication_failed op=%s peer=%s kind=%s error=%s", op, peer.node_id,
+                        exc.kind, exc.message)
+            if await obj._report_failure(rec, peer.node_id, exc) is None:
+                failures.append(f"{peer.node_id}: {exc.message}")
+
+    async with trio.open_nursery() as nursery:
+        for peer in rec.peers(obj.node_id):
+            nursery.start_soon(one, peer)
+    if failures:
+        obj._buckets.invalidate(rec.name)
+        raise Unavailable(f"replication failed ({'; '.join(failures)})", kind="ReplicationFailed")
