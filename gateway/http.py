@@ -119,7 +119,10 @@ class _Conn:
             return event
 
     async def send(self, event) -> None:
-        data = self.h11.send(event)
+        await self.send_all([event])
+
+    async def send_all(self, events) -> None:
+        data = b"".join(self.h11.send(event) or b"" for event in events)
         if data:
             # h11 has recorded the event as sent: the bytes must go out even if the caller is
             # cancelled (e.g. the task reading an upload body, which sends 100 Continue, is
@@ -212,18 +215,23 @@ async def _send_response(conn: _Conn, req: HttpRequest, resp: HttpResponse) -> N
         headers.append(("content-length", str(resp.content_length)))
     # a reason phrase is required in practice: botocore's 100-continue path splits the status
     # line in three and misreads a final response without one
-    await conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
-    if resp.on_first_byte is not None:
-        resp.on_first_byte()
-    if req.method != "HEAD" and resp.status not in (204, 304):
-        if isinstance(body, (bytes, bytearray)):
-            if body:
-                await conn.send(h11.Data(data=bytes(body)))
-        else:
+    head = h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
+    with_body = req.method != "HEAD" and resp.status not in (204, 304)
+    if isinstance(body, (bytes, bytearray)):
+        # the whole response in one write: one syscall, one wake-up of the client
+        events = [head] + ([h11.Data(data=bytes(body))] if with_body and body else []) + [h11.EndOfMessage()]
+        await conn.send_all(events)
+        if resp.on_first_byte is not None:
+            resp.on_first_byte()
+    else:
+        await conn.send(head)
+        if resp.on_first_byte is not None:
+            resp.on_first_byte()
+        if with_body:
             async for chunk in body:
                 if chunk:
                     await conn.send(h11.Data(data=chunk))
-    await conn.send(h11.EndOfMessage())
+        await conn.send(h11.EndOfMessage())
     if resp.on_sent is not None:
         resp.on_sent()
 
