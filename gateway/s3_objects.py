@@ -403,8 +403,32 @@ async def get_object(req: HttpRequest, ident: Identity, backend: Backend, bucket
     if rng is not None:
         args["range"] = [rng[0], rng[1]]
     node = backend.node(replica)
-    return HttpResponse(code, headers, _stream_object(node, args, meta["etag"], length, backend.timeout_s),
-                        content_length=length)
+    body = await _opened(_stream_object(node, args, meta["etag"], length, backend.timeout_s))
+    return HttpResponse(code, headers, body, content_length=length)
+
+
+async def _opened(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Open the node's stream and take its first chunk before the response head goes out, so a
+    failure there (a KMS key revoked since the first call, a node gone) is answered as an S3
+    error instead of cutting a 200 short."""
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        first = b""
+    except BaseException:
+        await stream.aclose()
+        raise
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()
+
+    return rest()
 
 
 def _part_range(meta: dict[str, Any], query: dict[str, str]) -> tuple[int, int] | None:
@@ -455,7 +479,8 @@ async def _stream_object(node, args: dict[str, Any], etag: str, length: int, tim
     sent = 0
     async with node.stream("GetObject", args, timeout_s=timeout_s) as reply:
         if reply.result["meta"]["etag"] != etag:
-            raise ConnectionError("object changed between HEAD and GET")  # closes the connection: the client retries
+            # caught before the response head (see _opened): a 503 the client retries
+            raise rpc_errors.Unavailable("the object changed while it was being read; retry")
         async for chunk in reply.body:
             sent += len(chunk)
             yield chunk
