@@ -18,6 +18,14 @@ condition variable, ``try_submit`` callers through their ``notify`` (for trio:
 Only once its op is done is a write acknowledged, so an acknowledged write is on disk *and*
 in the index.
 
+Or the caller syncs: ``try_submit(..., wake=False)`` leaves the op pending without waking the
+sync thread, and ``sync_pending()`` (blocking) syncs and applies every pending op in the
+calling thread, exactly as one round of the sync thread would. The event loop uses it for
+small writes (``node.durable``): an fdatasync there costs the loop ~0.3 ms but saves two
+cross-thread wake-ups per write (~0.1 ms of CPU and the run-queue waits of a busy 2-core
+machine). Rounds never overlap (``_synclock``), so batches are applied in log order whoever
+syncs them.
+
 ``try_submit`` never blocks the caller: it returns None (the caller then uses ``append`` in a
 worker thread) when the log lock is held by another writer or when the record would start a
 new segment (creating a segment fsyncs a file and a directory).
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,13 +92,16 @@ class SegmentLog:
         self._apply_batch = apply_batch
         self._on_grow = on_grow
         self._lock = threading.Lock()        # log order: the active segment, _pending, _rotated
-        self._cond = threading.Condition()   # wakes the sync thread, and append() waiters
+        self._work = threading.Condition()   # wakes the sync thread
+        self._cond = threading.Condition()   # wakes append() waiters once their op is done
+        self._synclock = threading.Lock()    # one sync round at a time: batches applied in log order
         self._pending: list[_Op] = []
         self._rotated: list[int] = []
         self._failed: str | None = None
         self._stopping = False
         self.fsyncs = 0
         self.batched_ops = 0
+        self.last_sync_s = 0.0               # how long the latest round's fdatasync took
         self.seq = 0
         self._fd = -1
         self._size = 0
@@ -123,8 +135,8 @@ class SegmentLog:
         return op
 
     def _wake_sync(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        with self._work:
+            self._work.notify()
 
     def append(self, build: Build) -> Any:
         """Append ``build(seq, offset)``'s bytes, wait until durable and applied; the apply's result."""
@@ -136,16 +148,17 @@ class SegmentLog:
                 self._open_new()
                 data, apply = build(self.seq, self._size)
             op = self._write_locked(data, apply, None)
+        self._wake_sync()
         with self._cond:
-            self._cond.notify_all()
             while not op.done:
                 self._cond.wait()
         return op.outcome()
 
-    def try_submit(self, build: Build, notify: Callable[[], Any]) -> _Op | None:
-        """Append without blocking; ``notify()`` is called (from the sync thread) once the op is
-        durable and applied (then ``op.outcome()``). None: the log is busy or a new segment is
-        due - use ``append`` in a worker thread instead."""
+    def try_submit(self, build: Build, notify: Callable[[], Any], *, wake: bool = True) -> _Op | None:
+        """Append without blocking; ``notify()`` is called (from whichever thread syncs the
+        batch) once the op is durable and applied (then ``op.outcome()``). None: the log is
+        busy or a new segment is due - use ``append`` in a worker thread instead. ``wake=False``:
+        the caller will call ``sync_pending()`` itself rather than wake the sync thread."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -157,8 +170,21 @@ class SegmentLog:
             op = self._write_locked(data, apply, notify)
         finally:
             self._lock.release()
-        self._wake_sync()
+        if wake:
+            self._wake_sync()
         return op
+
+    def sync_pending(self) -> None:
+        """Sync and apply every pending op now, in the calling thread (blocking): one round of
+        the sync thread's loop. Each op's outcome is set and its ``notify`` called."""
+        with self._synclock:
+            with self._lock:
+                if not self._pending:
+                    return  # another round synced them meanwhile
+                batch, self._pending = self._pending, []
+                fds, self._rotated = self._rotated + [self._fd], []
+                end = (self.seq, self._size)
+            self._sync(batch, fds, end)
 
     def rotate(self) -> int:
         """Close the active segment (if it holds records) and start a new one; the new seq."""
@@ -169,25 +195,30 @@ class SegmentLog:
 
     def _sync_loop(self) -> None:
         while True:
-            with self._cond:
+            with self._work:
                 while True:
                     with self._lock:
                         if self._pending or self._stopping:
                             break
-                    self._cond.wait()
-            with self._lock:
-                batch, self._pending = self._pending, []
-                fds, self._rotated = self._rotated + [self._fd], []
-                end = (self.seq, self._size)
-            if not batch:
-                return  # stopping, and nothing left to sync
-            self._sync(batch, fds, end)
+                    self._work.wait()
+            with self._synclock:
+                with self._lock:
+                    if not self._pending and not self._stopping:
+                        continue  # the event loop synced them meanwhile
+                    batch, self._pending = self._pending, []
+                    fds, self._rotated = self._rotated + [self._fd], []
+                    end = (self.seq, self._size)
+                if not batch:
+                    return  # stopping, and nothing left to sync
+                self._sync(batch, fds, end)
 
     def _sync(self, batch: list[_Op], fds: list[int], end: tuple[int, int]) -> None:
         try:
             try:
+                started = time.perf_counter()
                 for fd in fds:
                     os.fdatasync(fd)
+                self.last_sync_s = time.perf_counter() - started
                 self.fsyncs += 1
                 self.batched_ops += len(batch)
             except OSError as exc:

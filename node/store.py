@@ -317,14 +317,15 @@ class ObjectStore:
         return finish(self.log.append(build))
 
     def try_commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
-                   notify: Callable[[], Any]) -> Callable[[], bytes | None] | None:
+                   notify: Callable[[], Any], wake: bool = True) -> Callable[[], bytes | None] | None:
         """``commit`` without blocking (from the event loop; a small in-memory object: its record
         is written to the page cache at once). Returns ``result``: once ``notify()`` was called
-        (from the log's sync thread: the record is durable and applied), ``result()`` returns
-        what ``commit`` would have, or raises its error. None: the log is busy; use ``commit``.
+        (from the thread that synced the batch: the record is durable and applied), ``result()``
+        returns what ``commit`` would have, or raises its error. None: the log is busy; use
+        ``commit``. ``wake=False``: the caller syncs with ``self.log.sync_pending()`` itself.
         """
         build, finish = self._commit_plan(bucket_id, key, object_id, size, manifest)
-        op = self.log.try_submit(build, notify)
+        op = self.log.try_submit(build, notify, wake=wake)
         return None if op is None else (lambda: finish(op.outcome()))
 
     def _commit_plan(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,

@@ -79,6 +79,34 @@ def test_derive_object_key_matches_rfc5869_reference() -> None:
     assert OBJECT_KEY.hex() == GOLDEN_OBJECT_KEY
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=16, max_size=16))
+def test_derive_object_key_equals_cryptographys_hkdf(bucket_key: bytes, object_id: bytes) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"onezone/object-key/v1" + object_id)
+    assert derive_object_key(bucket_key, object_id) == hkdf.derive(bucket_key)
+
+
+def test_zstd_contexts_are_reused_per_thread_and_survive_a_bad_frame() -> None:
+    import threading
+
+    plain = b"abc" * 2000
+    first = seal_chunk(OBJECT_KEY, bucket_id=BUCKET_ID, object_id=OBJECT_ID, index=0, last=True, plaintext=plain)
+    assert cc._compressor(1) is cc._compressor(1) and cc._decompressor() is cc._decompressor()
+    # a frame that fails to decompress within its bound drops the context; the next read works
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"z" * 5000)
+    with pytest.raises(IntegrityError):
+        cc._decompress_bounded(bomb, 100)
+    assert open_chunk(OBJECT_KEY, bucket_id=BUCKET_ID, object_id=OBJECT_ID, expected_index=0, sealed=first)[0] == plain
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(cc._compressor(1)))
+    t.start()
+    t.join()
+    assert seen[0] is not cc._compressor(1)  # never shared between threads
+
+
 def test_derive_object_key_differs_per_object_and_bucket() -> None:
     other_object = derive_object_key(BUCKET_KEY, bytes(16))
     other_bucket = derive_object_key(bytes(32), OBJECT_ID)
