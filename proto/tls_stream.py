@@ -95,13 +95,13 @@ class TlsStream(trio.abc.Stream):
         if readable:
             self._waiting_readable = True
             try:
-                await wait_readable(self._sock)
+                await wait_readable(self._fd)
             finally:
                 self._waiting_readable = False
         else:
             self._waiting_writable = True
             try:
-                await wait_writable(self._sock)
+                await wait_writable(self._fd)
             finally:
                 self._waiting_writable = False
         self._check_open()
