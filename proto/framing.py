@@ -6,8 +6,10 @@ of one msgpack object. ``encode_frame`` refuses to build a frame above ``max_fra
 complete object, and raises ``FrameTooLarge`` as soon as a header announces more than the limit
 (before buffering the payload), or ``RemoteProtocolError`` for a payload that is not exactly one
 valid msgpack object. The decoder never holds more than one frame plus one header of input, so a
-peer cannot make it buffer without bound. After an error the decoder is unusable: the connection
-must be closed.
+peer cannot make it buffer without bound. When nothing is buffered and ``feed`` gets ``bytes``
+(a receive that ends on a frame boundary, the usual case), the complete frames are decoded in
+place, without copying their payloads, and only an incomplete tail is buffered. After an error
+the decoder is unusable: the connection must be closed.
 
 msgpack is packed with ``use_bin_type=True`` so ``bytes`` and ``str`` stay distinct, and
 unpacked with ``raw=False`` and ``strict_map_key=False`` (maps keyed by ints are allowed).
@@ -68,23 +70,21 @@ class FrameDecoder:
         """
         if self._broken:
             raise RemoteProtocolError("decoder used after a protocol error")
+        if self._need is None and not self._buf and isinstance(data, bytes):
+            # Nothing buffered (the usual case: a receive ends on a frame boundary): decode the
+            # frames in place from ``data``, and buffer only an incomplete tail.
+            out, data = self._decode_in_place(data)
+            if not data:
+                return out
+        else:
+            out = []
         self._buf += data
-        out: list[Any] = []
         while True:
             if self._need is None:
                 if len(self._buf) < HEADER.size:
                     return out
-                (need,) = HEADER.unpack_from(self._buf)
-                if need > self._max:
-                    self._broken = True
-                    raise FrameTooLarge(
-                        f"peer announced a frame of {need} bytes; the limit is {self._max}"
-                    )
-                if need == 0:
-                    self._broken = True
-                    raise RemoteProtocolError("empty frame")
+                self._need = self._check_header(self._buf, 0)
                 del self._buf[: HEADER.size]
-                self._need = need
             if len(self._buf) < self._need:
                 return out
             payload = bytes(self._buf[: self._need])
@@ -92,7 +92,32 @@ class FrameDecoder:
             self._need = None
             out.append(self._unpack(payload))
 
-    def _unpack(self, payload: bytes) -> Any:
+    def _decode_in_place(self, data: bytes) -> tuple[list[Any], bytes]:
+        """The objects of the complete frames at the start of ``data`` (decoded without copying
+        their payloads), and the incomplete rest of ``data``."""
+        out: list[Any] = []
+        pos, end = 0, len(data)
+        view = memoryview(data)
+        while end - pos >= HEADER.size:
+            need = self._check_header(data, pos)
+            start = pos + HEADER.size
+            if end - start < need:
+                break
+            out.append(self._unpack(view[start:start + need]))
+            pos = start + need
+        return out, (data[pos:] if pos else data)
+
+    def _check_header(self, buf: bytes | bytearray, pos: int) -> int:
+        (need,) = HEADER.unpack_from(buf, pos)
+        if need > self._max:
+            self._broken = True
+            raise FrameTooLarge(f"peer announced a frame of {need} bytes; the limit is {self._max}")
+        if need == 0:
+            self._broken = True
+            raise RemoteProtocolError("empty frame")
+        return need
+
+    def _unpack(self, payload: bytes | memoryview) -> Any:
         try:
             return msgpack.unpackb(
                 payload,

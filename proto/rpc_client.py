@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from proto.errors import DeadlineExceeded, RemoteProtocolError, RpcError, Unavailable
+from proto.rpc_deadlines import DeadlineTimer
 from proto.rpc_wire import (
     CANCEL,
     CREDIT,
@@ -56,6 +57,13 @@ class _Pending:
     body: BodyStream | None = None
     credit: SendCredit | None = None
     send_error: BaseException | None = None
+    timed_out: bool = False
+
+    def expire(self) -> None:
+        """The pool's deadline timer: the call's time is up (unless it was answered first)."""
+        if not self.done.is_set():
+            self.timed_out = True
+            self.done.set()
 
 
 class _ClientConn:
@@ -93,6 +101,8 @@ class _ClientConn:
         if p is None:
             return
         if kind == RESP and len(msg) == 5:
+            if p.done.is_set():
+                return  # the call's deadline passed first: the caller is leaving
             p.error = decode_error(msg[2], self.conn.peer)
             p.result = msg[3]
             if msg[4] and p.error is None:
@@ -189,22 +199,24 @@ class RpcClient:
     async def _call_plain(self, method: str, args: dict[str, Any] | None, timeout: float,
                           request_id: str | None) -> Any:
         """A call without a request body: ``_start``'s semantics without its nursery, context
-        manager and second cancel scope (the common, small call; see ``_start``)."""
+        manager and cancel scopes (the common, small call). The pool's deadline timer ends the
+        wait when ``timeout`` passes (``proto/rpc_deadlines.py``)."""
         cc, reused = await self._connection()
         call_id = next(cc.ids)
         p = _Pending()
         cc.pending[call_id] = p
+        deadlines = self._pool._deadlines
+        entry = deadlines.arm(trio.current_time() + timeout, p)
         finished = False
         try:
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                try:
-                    await cc.conn.send([REQ, call_id, method, args or {}, timeout, False,
-                                        request_id or self._pool.request_id()])
-                except Unavailable as exc:
-                    exc.reused = reused  # type: ignore[attr-defined]
-                    raise
-                await p.done.wait()
-            if scope.cancelled_caught:
+            try:
+                await cc.conn.send([REQ, call_id, method, args or {}, timeout, False,
+                                    request_id or self._pool.request_id()])
+            except Unavailable as exc:
+                exc.reused = reused  # type: ignore[attr-defined]
+                raise
+            await p.done.wait()
+            if p.timed_out:
                 raise DeadlineExceeded(f"{method} to {self.server_name} timed out after {timeout:.3f}s")
             if p.error is not None:
                 finished = True  # the server answered: its call is over
@@ -216,6 +228,7 @@ class RpcClient:
             finished = True
             return p.result
         finally:
+            deadlines.disarm(entry)
             cc.pending.pop(call_id, None)
             if not finished and cc.alive:
                 with trio.CancelScope(shield=True):
@@ -287,6 +300,8 @@ class RpcPool:
         self._clients: dict[tuple[str, int, str], RpcClient] = {}
         self._rid_prefix = secrets.token_hex(8)
         self._rid = itertools.count(1)
+        self._deadlines = DeadlineTimer(_Pending.expire)
+        nursery.start_soon(self._deadlines.run)
 
     def request_id(self) -> str:
         """A fresh request id (32 hex digits, unique per pool: a random prefix and a counter;

@@ -7,10 +7,18 @@ cost of a call. Here OpenSSL reads and writes the socket itself, and Python only
 readiness when OpenSSL says it must (``SSLWantReadError`` / ``SSLWantWriteError``).
 
 The stream keeps trio's contract: every operation is a checkpoint (cancellable before it
-starts, yielding after it finishes), ``receive_some`` returns ``b""`` at end of stream,
+starts, and it yields: by waiting for readiness, or, when it completed without waiting, by a
+checkpoint after it finished, as trio's own socket streams do), ``receive_some`` returns ``b""`` at end of stream,
 failures of the transport raise ``trio.BrokenResourceError``, use after ``aclose`` raises
 ``trio.ClosedResourceError``, and two tasks receiving (or sending) at once is a bug reported
 with ``trio.BusyResourceError``. One task may send while another receives.
+
+Receiving avoids a doomed read. After a read that returned less than a full TLS record the
+peer has most likely sent everything it had (a request, a reply), so the next ``receive_some``
+first asks the kernel how many bytes are queued (``FIONREAD``, far cheaper than an OpenSSL read
+that fails and raises ``SSLWantReadError``): none, and nothing decrypted but unread inside
+OpenSSL (``pending()``), means wait for readability at once. Both checks err only towards
+reading, so no received byte is ever left waiting.
 
 Certificates are checked by OpenSSL during ``do_handshake`` exactly as with ``SSLStream`` (the
 context decides: the cluster CA, the client certificate required, the server's name).
@@ -18,8 +26,11 @@ context decides: the cluster CA, the client certificate required, the server's n
 
 from __future__ import annotations
 
+import array
+import fcntl
 import socket
 import ssl
+import termios
 
 import trio
 from trio.lowlevel import (
@@ -33,6 +44,7 @@ from trio.lowlevel import (
 __all__ = ["TlsStream", "wrap_tls"]
 
 _BROKEN = (ssl.SSLError, OSError)
+_TLS_RECORD_MAX = 16384  # plaintext bytes in a full TLS record: a shorter read ended a burst
 
 
 def wrap_tls(tcp: trio.SocketStream, ctx: ssl.SSLContext, *, server_side: bool = False,
@@ -63,6 +75,9 @@ class TlsStream(trio.abc.Stream):
         self._sending = False
         self._waiting_readable = False
         self._waiting_writable = False
+        self._fd = sock.fileno()
+        self._queued = array.array("i", [0])  # FIONREAD's answer
+        self._drained = False  # the last read returned a short record: the kernel is likely empty
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -80,13 +95,13 @@ class TlsStream(trio.abc.Stream):
         if readable:
             self._waiting_readable = True
             try:
-                await wait_readable(self._sock)
+                await wait_readable(self._fd)
             finally:
                 self._waiting_readable = False
         else:
             self._waiting_writable = True
             try:
-                await wait_writable(self._sock)
+                await wait_writable(self._fd)
             finally:
                 self._waiting_writable = False
         self._check_open()
@@ -120,17 +135,23 @@ class TlsStream(trio.abc.Stream):
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this TLS stream")
         self._receiving = True
+        waited = False
         try:
             await checkpoint_if_cancelled()
             n = max_bytes or 65536
+            if self._drained and self._nothing_to_read():
+                await self._wait(True)
+                waited = True
             while True:
                 try:
                     data = self._sock.recv(n)
                     break
                 except ssl.SSLWantReadError:
                     await self._wait(True)
+                    waited = True
                 except ssl.SSLWantWriteError:
                     await self._wait(False)
+                    waited = True
                 except ssl.SSLZeroReturnError:
                     data = b""  # the peer sent close_notify
                     break
@@ -140,8 +161,21 @@ class TlsStream(trio.abc.Stream):
                     raise trio.BrokenResourceError(str(exc)) from exc
         finally:
             self._receiving = False
-        await cancel_shielded_checkpoint()
+        self._drained = 0 < len(data) < min(n, _TLS_RECORD_MAX)
+        if not waited:  # waiting was the yield; an immediate answer still owes one
+            await cancel_shielded_checkpoint()
         return data
+
+    def _nothing_to_read(self) -> bool:
+        """True when neither OpenSSL nor the kernel holds a received byte (see the module
+        docstring); any doubt answers False, which costs one read attempt."""
+        if self._sock.pending():
+            return False
+        try:
+            fcntl.ioctl(self._fd, termios.FIONREAD, self._queued, True)
+        except OSError:
+            return False
+        return self._queued[0] == 0
 
     def try_send(self, data: bytes) -> int:
         """One write attempt that never waits (and is not a checkpoint): how many bytes of
@@ -167,6 +201,7 @@ class TlsStream(trio.abc.Stream):
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this TLS stream")
         self._sending = True
+        waited = False
         try:
             await checkpoint_if_cancelled()
             with memoryview(data) as view:
@@ -178,15 +213,18 @@ class TlsStream(trio.abc.Stream):
                         total += self._sock.send(view[total:])
                     except ssl.SSLWantWriteError:
                         await self._wait(False)
+                        waited = True
                     except ssl.SSLWantReadError:
                         await self._wait(True)
+                        waited = True
                     except _BROKEN as exc:
                         if self._closed:
                             raise trio.ClosedResourceError("the TLS stream was closed") from None
                         raise trio.BrokenResourceError(str(exc)) from exc
         finally:
             self._sending = False
-        await cancel_shielded_checkpoint()
+        if not waited:
+            await cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         self._check_open()

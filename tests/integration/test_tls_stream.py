@@ -5,6 +5,7 @@ import ssl
 
 import pytest
 import trio
+import trio.testing
 
 from proto.tls_stream import TlsStream, wrap_tls
 
@@ -132,3 +133,70 @@ async def test_untrusted_or_wrong_server_fails_the_handshake(nursery, tls_for):
     with pytest.raises(trio.BrokenResourceError) as ei:
         await tls_pair(nursery, tls_for, server_name="coordinator")
     assert isinstance(ei.value.__cause__, ssl.SSLError)
+
+
+async def test_records_queued_after_a_short_read_are_all_received(nursery, tls_for):
+    """A short read makes the next receive ask the kernel first: records already queued behind
+    it must still be read at once, and one that arrives later must wake the waiting reader."""
+    cli, srv = await tls_pair(nursery, tls_for)
+    for word in (b"one", b"two", b"three"):
+        assert cli.try_send(word) == len(word)  # one TLS record each
+    await trio.sleep(0.05)  # all three are in the server's kernel buffer
+    got = bytearray()
+    with trio.fail_after(5):
+        while len(got) < len(b"onetwothree"):
+            got += await srv.receive_some(1000)
+    assert bytes(got) == b"onetwothree"
+
+    async def late():
+        await trio.sleep(0.05)
+        await cli.send_all(b"late")
+
+    nursery.start_soon(late)
+    with trio.fail_after(5):
+        assert await srv.receive_some(1000) == b"late"
+    await cli.aclose()
+    assert await srv.receive_some(1000) == b""
+    await srv.aclose()
+
+
+async def test_nothing_to_read_sees_openssl_and_kernel_buffers(nursery, tls_for):
+    cli, srv = await tls_pair(nursery, tls_for)
+    assert srv._nothing_to_read()
+    await cli.send_all(b"x" * 1000)
+    await trio.sleep(0.05)
+    assert not srv._nothing_to_read()  # queued in the kernel
+    assert await srv.receive_some(100) == b"x" * 100
+    assert not srv._nothing_to_read()  # the rest of the record is decrypted inside OpenSSL
+    assert await srv.receive_some(1000) == b"x" * 900
+    assert srv._nothing_to_read()
+    await cli.aclose()
+    await srv.aclose()
+
+
+async def test_receive_and_send_are_checkpoints_whether_or_not_they_wait(nursery, tls_for):
+    cli, srv = await tls_pair(nursery, tls_for)
+    await cli.send_all(b"ready")
+    await trio.sleep(0.05)
+    with trio.testing.assert_checkpoints():
+        assert await srv.receive_some(100) == b"ready"  # answered without waiting
+
+    async def later():
+        await trio.sleep(0.05)
+        await cli.send_all(b"later")
+
+    nursery.start_soon(later)
+    with trio.testing.assert_checkpoints():
+        assert await srv.receive_some(100) == b"later"  # waited for readability
+    with trio.testing.assert_checkpoints():
+        await srv.send_all(b"reply")
+    # cancelled before it starts: raises Cancelled and consumes nothing
+    await cli.send_all(b"kept")
+    await trio.sleep(0.05)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await srv.receive_some(100)
+    assert scope.cancelled_caught
+    assert await srv.receive_some(100) == b"kept"
+    await cli.aclose()
+    await srv.aclose()

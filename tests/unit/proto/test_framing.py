@@ -71,3 +71,43 @@ def test_random_bytes_never_crash(blob):
             msgpack.packb(obj)  # whatever came out is a real msgpack value
     except RemoteProtocolError:
         pass
+
+
+@given(st.lists(values, min_size=1, max_size=6), st.data())
+@settings(max_examples=200, deadline=None)
+def test_bytes_bytearray_and_memoryview_input_decode_alike(objs, data):
+    """feed() decodes whole frames of a bytes input in place and buffers other inputs: both
+    paths, switching in any order, give the same objects."""
+    wire = b"".join(encode_frame(o) for o in objs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    dec = FrameDecoder()
+    out, prev = [], 0
+    for c in cuts + [len(wire)]:
+        piece = wire[prev:c]
+        kind = data.draw(st.sampled_from([bytes, bytearray, memoryview]))
+        out += dec.feed(kind(piece))
+        prev = c
+    assert out == objs
+    assert dec.buffered == 0
+
+
+def test_oversized_or_empty_header_after_whole_frames_in_one_read():
+    ok = encode_frame({"a": 1})
+    dec = FrameDecoder(max_frame_bytes=1000)
+    with pytest.raises(FrameTooLarge):
+        dec.feed(ok + HEADER.pack(1001))  # rejected before its payload arrives
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(ok)
+    with pytest.raises(RemoteProtocolError):
+        FrameDecoder().feed(ok + HEADER.pack(0) + ok)
+    with pytest.raises(RemoteProtocolError):
+        FrameDecoder().feed(ok + HEADER.pack(2) + b"\x01\x02")  # two objects in one frame
+
+
+def test_incomplete_tail_is_all_that_stays_buffered():
+    a, b = encode_frame(b"x" * 100), encode_frame(b"y" * 100)
+    dec = FrameDecoder()
+    assert dec.feed(a + b[:50]) == [b"x" * 100]
+    assert dec.buffered <= 50
+    assert dec.feed(b[50:]) == [b"y" * 100]
+    assert dec.buffered == 0
