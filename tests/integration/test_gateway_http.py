@@ -166,3 +166,22 @@ async def test_expect_100_continue_is_answered_when_the_body_is_read(nursery):
     await stream.send_all(b"PUT /other HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
     assert await read_response(stream, buf) == (200, b"PUT /other")
     assert await read_to_eof(stream) == b""
+
+
+async def test_idle_timeouts_bound_reads_and_writes(autojump_clock):
+    from trio.testing import lockstep_stream_pair
+
+    from gateway.http import serve_connection
+    limits = HttpLimits(idle_timeout_s=30)
+    # a client that connects and says nothing: closed after the idle timeout
+    client, server = lockstep_stream_pair()
+    start = trio.current_time()
+    await serve_connection(server, echo, limits, remote="r", scheme="http")
+    assert trio.current_time() - start == 30
+    # a client that asks and never reads the answer: the write gives up after the idle timeout
+    client, server = lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, b"GET /never-read HTTP/1.1\r\nHost: h\r\n\r\n")
+        start = trio.current_time()
+        await serve_connection(server, echo, limits, remote="r", scheme="http")
+        assert trio.current_time() - start == 30
