@@ -41,6 +41,9 @@ too little body is a ``LocalProtocolError``); otherwise chunked to HTTP/1.1 and 
 closing to HTTP/1.0. ``connection: close`` is added whenever the connection will not be reused.
 Field names must be tokens and values valid field values (checked in one pass over the joined
 head, one line per field, so a value can never inject a line), all ASCII.
+
+One module rather than a reader and a writer (h11 has both): the two halves share the
+connection's state (keep-alive, the request's method and version, Expect).
 """
 
 from __future__ import annotations
