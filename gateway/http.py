@@ -1,10 +1,12 @@
-"""HTTP/1.1 transport for the gateway: h11 over trio, streaming bodies both ways.
+"""HTTP/1.1 transport for the gateway: ``gateway/http11`` (sans-I/O) over trio, streaming bodies
+both ways.
 
-The protocol logic is h11's (sans-I/O); this module only moves bytes. For each request it builds
-an ``HttpRequest`` whose ``body`` is an async iterator that pulls ``h11.Data`` events on demand
-(so a 5 GiB PUT never sits in memory), answers ``Expect: 100-continue`` on the first read (the
-handler authenticates on the headers first, then reads: wire reference §4.5), and sends the
-handler's ``HttpResponse``, whose body may be bytes or an async iterator of bytes.
+The protocol logic is http11's; this module only moves bytes. For each request it builds an
+``HttpRequest`` whose ``body`` is an async iterator that pulls body pieces on demand (so a 5 GiB
+PUT never sits in memory), answers ``Expect: 100-continue`` on the first read (the handler
+authenticates on the headers first, then reads: wire reference §4.5), and sends the handler's
+``HttpResponse``, whose body may be bytes (head and body then go out in one write) or an async
+iterator of bytes.
 
 Limits: request head size (``max_header_bytes``), idle timeouts on every read and write. A
 request body the handler did not read is drained when small, otherwise the connection closes.
@@ -12,14 +14,18 @@ request body the handler did not read is drained when small, otherwise the conne
 
 from __future__ import annotations
 
-import http
 import logging
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import h11
 import trio
+
+from gateway import http11
+from gateway.http11 import RemoteProtocolError
+
+__all__ = ["BodyTooLarge", "HttpLimits", "HttpRequest", "HttpResponse", "RemoteProtocolError",
+           "RequestBody", "serve_connection", "serve_http"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,9 @@ class BodyTooLarge(Exception):
 
 
 class RequestBody:
+    """The request body as an async iterator of non-empty bytes. Raises RemoteProtocolError
+    (malformed or cut-short body), trio.TooSlowError (idle timeout) or a connection error."""
+
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
         self.done = False
@@ -41,16 +50,12 @@ class RequestBody:
         return self
 
     async def __anext__(self) -> bytes:
-        while not self.done:
-            event = await self._conn.next_event(body=True)
-            if isinstance(event, h11.Data):
-                if event.data:
-                    self.received += len(event.data)
-                    return bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self.done = True
-            else:
-                raise ConnectionError(f"unexpected {type(event).__name__} in request body")
+        if not self.done:
+            event = await self._conn.next_body_event()
+            if event.__class__ is bytes:
+                self.received += len(event)
+                return event  # type: ignore[return-value]
+            self.done = True  # END_OF_MESSAGE: next_body_event returns nothing else
         raise StopAsyncIteration
 
     async def read_all(self, limit: int) -> bytes:
@@ -68,16 +73,18 @@ class RequestBody:
 class HttpRequest:
     method: str
     target: str
-    headers: list[tuple[str, str]]
+    headers: list[tuple[str, str]]  # (lower-case name, value), in order, repeats kept
     body: RequestBody
     remote: str
     scheme: str
+    index: dict[str, str] | None = field(default=None, repr=False, compare=False)  # first values
 
     def header(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+        """The first value of the field ``name`` (lower-case), or None."""
+        index = self.index
+        if index is None:
+            index = self.index = dict(reversed(self.headers))
+        return index.get(name)
 
 
 @dataclass(slots=True)
@@ -104,53 +111,71 @@ class _Conn:
     def __init__(self, stream: trio.abc.Stream, limits: HttpLimits) -> None:
         self.stream = stream
         self.limits = limits
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self.p = http11.ServerConnection(limits.max_header_bytes)
 
-    async def next_event(self, *, body: bool = False):
+    async def receive(self) -> None:
+        # trio.fail_after, without its generator-based context manager (measurable per request)
+        with trio.CancelScope(deadline=trio.current_time() + self.limits.idle_timeout_s):
+            self.p.receive_data(await self.stream.receive_some(self.limits.read_bytes))
+            return
+        raise trio.TooSlowError
+
+    async def next_request(self) -> http11.Request | None:
+        """The next request head, or None when the client is gone (closed between requests)."""
+        p = self.p
         while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                if body and self.h11.they_are_waiting_for_100_continue:
-                    await self.send(h11.InformationalResponse(status_code=100, headers=[]))
-                with trio.fail_after(self.limits.idle_timeout_s):
-                    data = await self.stream.receive_some(self.limits.read_bytes)
-                self.h11.receive_data(data)
+            event = p.next_event()
+            if event is http11.NEED_DATA:
+                await self.receive()
                 continue
-            return event
+            return event if event.__class__ is http11.Request else None  # type: ignore[return-value]
 
-    async def send(self, event) -> None:
-        await self.send_all([event])
+    async def next_body_event(self) -> bytes | object:
+        p = self.p
+        while True:
+            event = p.next_event()
+            if event is http11.NEED_DATA:
+                if p.client_waiting_for_continue:
+                    await self.send_all(p.send_continue())
+                await self.receive()
+                continue
+            if event.__class__ is bytes or event is http11.END_OF_MESSAGE:
+                return event
+            raise ConnectionError(f"unexpected {event!r} in request body")
 
-    async def send_all(self, events) -> None:
-        data = b"".join(self.h11.send(event) or b"" for event in events)
+    async def send_all(self, data: bytes) -> None:
         if data:
-            # h11 has recorded the event as sent: the bytes must go out even if the caller is
+            # the protocol has recorded the bytes as sent: they must go out even if the caller is
             # cancelled (e.g. the task reading an upload body, which sends 100 Continue, is
-            # cancelled when the node answers early), or h11 and the client disagree about what
-            # was said and the next request is misread. The idle timeout still bounds the write.
-            with trio.CancelScope(shield=True), trio.fail_after(self.limits.idle_timeout_s):
+            # cancelled when the node answers early), or the protocol and the client disagree
+            # about what was said and the next request is misread. The idle timeout still bounds
+            # the write.
+            # (A shielded scope still honours its own deadline.)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.limits.idle_timeout_s):
                 await self.stream.send_all(data)
+                return
+            raise trio.TooSlowError
 
 
 async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: HttpLimits, *,
                            remote: str, scheme: str) -> None:
     conn = _Conn(stream, limits)
+    p = conn.p
     try:
         while True:
-            event = await conn.next_event()
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            head = await conn.next_request()
+            if head is None:
                 return
-            if not isinstance(event, h11.Request):
-                return
-            headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers]
-            req = HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers,
-                              RequestBody(conn), remote, scheme)
+            body = RequestBody(conn)
+            body.done = p.their_state is not http11.BODY
+            req = HttpRequest(head.method, head.target, head.headers, body, remote, scheme, head.index)
             resp = await handler(req)
-            # read before responding: h11 forgets the client was waiting once a response is sent
-            waiting = conn.h11.they_are_waiting_for_100_continue
-            await _send_response(conn, req, resp)
-            if not req.body.done and conn.h11.their_state is h11.SEND_BODY:
-                if waiting or conn.h11.our_state is h11.MUST_CLOSE:
+            # read before responding: the protocol forgets the client was waiting once a response
+            # is sent
+            waiting = p.client_waiting_for_continue
+            await _send_response(conn, req, resp, close=waiting)
+            if not body.done and p.their_state is http11.BODY:
+                if waiting or not p.keep_alive:
                     # A final answer instead of 100 Continue: botocore then never sends the body,
                     # and it may reuse the connection despite "Connection: close" unless it sees
                     # the close, so close now (gently) rather than wait for body bytes that would
@@ -158,16 +183,12 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: Ht
                     await _linger(stream)
                     return
                 try:
-                    await req.body.read_all(DRAIN_LIMIT)
+                    await body.read_all(DRAIN_LIMIT)
                 except BodyTooLarge:
                     return
-            if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
+            if not p.start_next_cycle():
                 return
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
-    except h11.RemoteProtocolError as exc:
+    except RemoteProtocolError as exc:
         await _send_bad_request(conn, exc)
     except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
         pass
@@ -177,13 +198,6 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler, limits: Ht
         log.exception("event=connection_aborted remote=%s", remote)
     finally:
         await trio.aclose_forcefully(stream)
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b"Unknown"
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
@@ -204,50 +218,45 @@ async def _linger(stream: trio.abc.Stream) -> None:
         pass
 
 
-async def _send_response(conn: _Conn, req: HttpRequest, resp: HttpResponse) -> None:
-    headers = list(resp.headers)
-    if conn.h11.they_are_waiting_for_100_continue:
-        headers.append(("connection", "close"))  # the client will not send the body: do not reuse
+async def _send_response(conn: _Conn, req: HttpRequest, resp: HttpResponse, *, close: bool) -> None:
+    """Send ``resp``; ``close``: the client waits for 100 Continue and will not send the body,
+    so the connection must not be reused."""
+    p = conn.p
     body = resp.body
-    if isinstance(body, (bytes, bytearray)):
-        headers.append(("content-length", str(resp.content_length if resp.content_length is not None else len(body))))
-    elif resp.content_length is not None:
-        headers.append(("content-length", str(resp.content_length)))
-    # a reason phrase is required in practice: botocore's 100-continue path splits the status
-    # line in three and misreads a final response without one
-    head = h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
-    with_body = req.method != "HEAD" and resp.status not in (204, 304)
-    if isinstance(body, (bytes, bytearray)):
+    if body.__class__ is bytes or isinstance(body, (bytes, bytearray)):
+        length = resp.content_length if resp.content_length is not None else len(body)  # type: ignore[arg-type]
+        head = p.send_response(resp.status, resp.headers, content_length=length, close=close)
+        with_body = body and req.method != "HEAD" and resp.status not in (204, 304)
+        data = p.send_data(bytes(body)) if with_body else b""  # type: ignore[arg-type]
         # the whole response in one write: one syscall, one wake-up of the client
-        events = [head] + ([h11.Data(data=bytes(body))] if with_body and body else []) + [h11.EndOfMessage()]
-        await conn.send_all(events)
+        await conn.send_all(b"".join((head, data, p.send_end())))
         if resp.on_first_byte is not None:
             resp.on_first_byte()
     else:
-        await conn.send(head)
+        await conn.send_all(p.send_response(resp.status, resp.headers, content_length=resp.content_length,
+                                            close=close))
         if resp.on_first_byte is not None:
             resp.on_first_byte()
-        if with_body:
-            async for chunk in body:
+        if req.method != "HEAD" and resp.status not in (204, 304):
+            async for chunk in body:  # type: ignore[union-attr]
                 if chunk:
-                    await conn.send(h11.Data(data=chunk))
-        await conn.send(h11.EndOfMessage())
+                    await conn.send_all(p.send_data(chunk))
+        await conn.send_all(p.send_end())
     if resp.on_sent is not None:
         resp.on_sent()
 
 
-async def _send_bad_request(conn: _Conn, exc: h11.RemoteProtocolError) -> None:
-    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+async def _send_bad_request(conn: _Conn, exc: RemoteProtocolError) -> None:
+    p = conn.p
+    if p.our_state is not http11.IDLE:
         return
-    status = getattr(exc, "error_status_hint", 400)
     body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
-            + (b"RequestHeaderSectionTooLarge" if status == 431 else b"InvalidRequest")
+            + (b"RequestHeaderSectionTooLarge" if exc.status_hint == 431 else b"InvalidRequest")
             + b"</Code><Message>Malformed HTTP request.</Message></Error>")
     try:
-        await conn.send(h11.Response(status_code=400 if status != 431 else 400, headers=[
-            ("content-type", "application/xml"), ("content-length", str(len(body))), ("connection", "close")]))
-        await conn.send(h11.Data(data=body))
-        await conn.send(h11.EndOfMessage())
+        data = p.send_response(400, [("content-type", "application/xml")], content_length=len(body),
+                               close=True)
+        await conn.send_all(data + p.send_data(body) + p.send_end())
     except Exception:
         pass
 

@@ -1,7 +1,7 @@
 """Object-level S3 operations: PutObject, GetObject, HeadObject, DeleteObject.
 
-The upload pipeline is streamed: HTTP framing (h11) -> aws-chunked decoding (when used) ->
-payload hash and flexible checksums computed on the fly -> the bucket's primary node over RPC,
+The upload pipeline is streamed: HTTP framing (gateway/http11) -> aws-chunked decoding (when
+used) -> payload hash and flexible checksums computed on the fly -> the bucket's primary node over RPC,
 which seals and replicates chunk by chunk. Verification failures (BadDigest, a wrong
 x-amz-content-sha256, a short body) are only known at the end, so they end the RPC body with a
 typed error: the node then commits nothing (see docs/rpc.md, PutObject).
@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import h11
 import trio
 
 from proto import checksums
@@ -27,7 +26,7 @@ from gateway.awschunked import AwsChunkedDecoder, BodyError, ChunkSignatureVerif
 from gateway.backend import Backend
 from gateway.errors import S3Error
 from gateway.failover import read_next, read_order
-from gateway.http import HttpRequest, HttpResponse
+from gateway.http import HttpRequest, HttpResponse, RemoteProtocolError
 from gateway.s3_buckets import check_sse_request_headers, require_bucket
 from proto import errors as rpc_errors
 from proto.names import is_directory_bucket_name
@@ -125,7 +124,7 @@ async def _upload_body(req: HttpRequest, ident: Identity, *, max_bytes: int,
             decoder.close()
     except BodyError as exc:
         raise _fail(exc.code, exc.message) from None
-    except (h11.RemoteProtocolError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError):
+    except (RemoteProtocolError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError):
         raise _fail("IncompleteBody", "The request body terminated unexpectedly.") from None
     if decoded_len is not None and decoded_len.isdigit() and int(decoded_len) != total:
         raise _fail("IncompleteBody", "The decoded body length does not match X-Amz-Decoded-Content-Length.")

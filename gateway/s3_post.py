@@ -27,14 +27,13 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import h11
 import trio
 
 from gateway import sessions, sigv2, sigv4
 from gateway.auth import Identity, authorize_s3
 from gateway.backend import Backend
 from gateway.errors import S3Error
-from gateway.http import HttpRequest, HttpResponse
+from gateway.http import HttpRequest, HttpResponse, RemoteProtocolError
 from gateway.post_form import (
     FormEnd,
     FormError,
@@ -78,7 +77,7 @@ class _Form:
                 self.ended = True
                 self._pending.extend(self._parser.close())
                 continue
-            except (h11.RemoteProtocolError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError):
+            except (RemoteProtocolError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError):
                 raise FormError("IncompleteBody", "The request body terminated unexpectedly.") from None
             self._pending.extend(self._parser.feed(data))
         return self._pending.popleft()

@@ -145,11 +145,11 @@ def _query_params(query: str) -> dict[str, list[str]]:
 def _parse_amz_date(value: str) -> datetime.datetime | None:
     if not _AMZ_DATE_RE.match(value):
         return None
-    try:
-        parsed = datetime.datetime.strptime(value, "%Y%m%dT%H%M%SZ")
+    try:  # the fields by position (the regex fixed them): strptime costs ~10 us a call
+        return datetime.datetime(int(value[0:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
+                                 int(value[11:13]), int(value[13:15]), tzinfo=datetime.timezone.utc)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 def _parse_credential(value: str, code: str) -> tuple[str, str, str, str]:

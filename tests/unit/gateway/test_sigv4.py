@@ -680,3 +680,15 @@ def test_sigv4error_attributes():
     err = SigV4Error("AccessDenied", "nope")
     assert (err.code, err.message) == ("AccessDenied", "nope")
     assert "AccessDenied" in str(err)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("0123456789", min_size=8, max_size=8), st.text("0123456789", min_size=6, max_size=6),
+       st.sampled_from(["T", "X"]), st.sampled_from(["Z", "", "ZZ"]))
+def test_amz_date_parses_as_strptime_does(day, time_of_day, sep, zone):
+    value = day + sep + time_of_day + zone
+    try:
+        expected = datetime.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        expected = None
+    assert sigv4._parse_amz_date(value) == expected
