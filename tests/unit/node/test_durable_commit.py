@@ -105,9 +105,10 @@ def test_close_syncs_pending_and_refuses_new_appends(tmp_path):
         s2.close()
 
 
-async def test_small_commits_sync_in_the_loop_thread(store, monkeypatch):
-    """The loop's group commit: the fdatasync runs in the event loop's thread (no wake-up of
-    the sync thread), one round for a whole batch of concurrent writers."""
+
+@pytest.fixture
+def fsync_threads(monkeypatch):
+    """The ident of the thread of every fdatasync the segment log makes from now on."""
     import os
 
     import node.segment_log as segment_log
@@ -120,6 +121,12 @@ async def test_small_commits_sync_in_the_loop_thread(store, monkeypatch):
         return real(fd)
 
     monkeypatch.setattr(segment_log.os, "fdatasync", spy)
+    return threads
+
+
+async def test_small_commits_sync_in_the_loop_thread(store, fsync_threads):
+    """The loop's group commit: the fdatasync runs in the event loop's thread (no wake-up of
+    the sync thread), one round for a whole batch of concurrent writers."""
     fsyncs = store.log.fsyncs
 
     async def writer(i: int) -> None:
@@ -129,30 +136,18 @@ async def test_small_commits_sync_in_the_loop_thread(store, monkeypatch):
     async with trio.open_nursery() as nursery:
         for i in range(8):
             nursery.start_soon(writer, i)
-    assert store.log.fsyncs == fsyncs + 1 and set(threads) == {threading.get_ident()}
+    assert store.log.fsyncs == fsyncs + 1 and set(fsync_threads) == {threading.get_ident()}
     assert all(store.get(B1, f"w{i}") is not None for i in range(8))
 
 
-async def test_a_slow_disk_moves_small_commits_back_to_the_sync_thread(store, monkeypatch):
-    import os
-
-    import node.segment_log as segment_log
-
-    threads = []
-    real = os.fdatasync
-
-    def spy(fd):
-        threads.append(threading.get_ident())
-        return real(fd)
-
-    monkeypatch.setattr(segment_log.os, "fdatasync", spy)
+async def test_a_slow_disk_moves_small_commits_back_to_the_sync_thread(store, fsync_threads):
     store.log.last_sync_s = durable.LOOP_SYNC_MAX_S * 10  # the latest round was slow
     f = incoming(store, 300, b"s" * 100)
     assert await durable.commit(store, f, B1, "slow", oid(300), 100, b"m") is None
-    assert threads == [store.log._thread.ident]  # synced by the sync thread, woken for it
+    assert fsync_threads == [store.log._thread.ident]  # synced by the sync thread, woken for it
     assert store.get(B1, "slow").manifest == b"m"
     # that round was fast again: the next small commit syncs in the loop
     store.log.last_sync_s = 0.0
     f = incoming(store, 301, b"t" * 100)
     assert await durable.commit(store, f, B1, "fast", oid(301), 100, b"m") is None
-    assert threads[-1] == threading.get_ident()
+    assert fsync_threads[-1] == threading.get_ident()
