@@ -169,3 +169,39 @@ async def test_scrubber_repairs_a_damaged_later_run_on_its_own(tmp_path, tls_for
         assert await trio.to_thread.run_sync(metric, node, "onezone_node_scrub_bad_extents_total") >= 1
         assert await trio.to_thread.run_sync(metric, node, "onezone_node_read_repairs_total") == 1
         assert (await c.get("log", node=2))[1] == DATA
+
+
+async def test_a_peer_holding_the_version_as_one_run_is_skipped(cluster):
+    """A replica sync re-seals a multi-run object as one run: that copy has no such extent
+    (NoSuchKey), and a repair goes to a replica that has it."""
+    coord = cluster.coord
+    coord.buckets[BUCKET]["replica_ids"] = ["node-1", "node-2"]
+    await two_runs(cluster)
+    coord.buckets[BUCKET].update(replica_ids=["node-1", "node-3", "node-2"], epoch=2, version=2)
+    await cluster.client(0, "coordinator").call("SyncReplica", {"bucket": BUCKET, "epoch": 2, "target": "node-3"})
+    with trio.fail_after(10):
+        while True:
+            try:
+                assert (await cluster.get("log", node=2))[1] == DATA
+                break
+            except errors.NotFound:
+                await trio.sleep(0.02)
+    ext_id, f, _ = run_extent(cluster.nodes[1])
+    db = sqlite3.connect(f"file:{cluster.nodes[1].data_dir / 'index.db'}?mode=ro", uri=True)
+    try:
+        (object_id,), = db.execute("SELECT object_id FROM objects").fetchall()
+    finally:
+        db.close()
+    with pytest.raises(errors.NotFound) as ei:
+        async with cluster.client(2, "node-1").stream("ReplicaFetch", {
+                "bucket_id": coord.buckets[BUCKET]["bucket_id"], "bucket": BUCKET, "key": "log",
+                "object_id": bytes(object_id), "extent_id": ext_id}) as r:
+            async for _ in r.body:
+                pass
+    assert ei.value.kind == "NoSuchKey"
+    # the primary's peers in set order: node-3 (one run: skipped), then node-2
+    ext_id, f, _ = run_extent(cluster.nodes[0])
+    good = f.read_bytes()
+    f.flip(HEADER_SIZE + 50)
+    assert (await cluster.get("log", node=0))[1] == DATA
+    assert run_extent(cluster.nodes[0])[1].read_bytes() == good
