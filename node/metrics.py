@@ -51,8 +51,8 @@ class NodeMetrics:
         self.read_repairs = Counter("onezone_node_read_repairs", "Damaged local copies replaced with a "
                                     "replica's (on read or by the scrubber).", registry=reg)
         self.scrub_bytes = Counter("onezone_node_scrub_bytes", "Bytes the scrubber verified.", registry=reg)
-        self.scrub_bad = Counter("onezone_node_scrub_bad_extents", "Object versions whose stored bytes failed "
-                                 "their crc32 in the scrubber.", registry=reg)
+        self.scrub_bad = Counter("onezone_node_scrub_bad_extents", "Extents (object versions, or runs of appended "
+                                 "objects) whose stored bytes failed their crc32 in the scrubber.", registry=reg)
         self.repair_failures = Counter("onezone_node_repair_failures", "Replica syncs that stopped on an error.",
                                        registry=reg)
         self.compaction_reclaimed = Counter("onezone_node_compaction_reclaimed_bytes",

@@ -166,7 +166,8 @@ class ObjectService:
         self._report = report
         self.inflight: dict[bytes, list[int]] = {}  # bucket id -> epochs of the writes in flight
         self.key_locks = self._locks  # node.repair copies a key under the writers' lock
-        self.read_repair: Callable[[BucketRecord, str, bytes], Any] | None = None  # set by node.main
+        # set by node.main: (record, key, object id, extent id or None) -> repaired?
+        self.read_repair: Callable[..., Any] | None = None
         self.space_check: Callable[[], None] | None = None  # node.capacity: refuse writes when full
 
     # -- bucket records ------------------------------------------------------------------------
@@ -417,7 +418,8 @@ class ObjectService:
             return await self._get(rec, bucket, key, byte_range)
         except IntegrityError:
             row = await trio.to_thread.run_sync(self._store.get, rec.bucket_id, key)
-            if self.read_repair is None or row is None or not await self.read_repair(rec, key, row.object_id):
+            if (self.read_repair is None or row is None or has_runs(row.manifest)  # runs: repaired in node.runs
+                    or not await self.read_repair(rec, key, row.object_id)):
                 raise
             return await self._get(rec, bucket, key, byte_range)
 

@@ -1,5 +1,6 @@
 """Repair on the primary: copy a bucket to a replica that joined its set (``SyncReplica``), and
-fetch a good copy of one object version from a peer (read repair and scrubbing).
+fetch a good copy of one extent of an object version from a peer (read repair and scrubbing:
+``repair_object``; an appended object's every run is an extent of its own, repaired alone).
 
 Theory of operation (sync)
 --------------------------
@@ -227,20 +228,28 @@ class Repairer:
 
         await client.call("ReplicaPut", {**base, "meta": start}, body=body())
 
-    async def repair_object(self, rec: BucketRecord, key: str, object_id: bytes) -> bool:
-        """Replace this node's damaged copy of one object version with a peer's (``ReplicaFetch``:
-        the same sealed bytes, checked against the crc32 recorded at write time). True if done."""
-        ext = await trio.to_thread.run_sync(self._store.locate, rec.bucket_id, object_id)
+    async def repair_object(self, rec: BucketRecord, key: str, object_id: bytes,
+                            extent_id: bytes | None = None) -> bool:
+        """Replace this node's damaged copy of one extent of an object version with a peer's
+        (``ReplicaFetch``: the same sealed bytes, checked against the crc32 recorded for that
+        extent at write time). ``extent_id``: one of the object's further runs (``node.runs``:
+        an append's extent), None for its own (first) extent. True if done."""
+        if extent_id == object_id:
+            extent_id = None
+        ext = await trio.to_thread.run_sync(self._store.locate, rec.bucket_id, extent_id or object_id)
         if ext is None:
             return False
+        what = f"{key!r}" if extent_id is None else f"{key!r} extent={extent_id.hex()}"
         if ext.length > MAX_REPAIR_BYTES:
-            log.error("event=repair_skipped bucket=%s key=%r bytes=%d (too large for an in-memory repair)",
-                      rec.name, key, ext.length)
+            log.error("event=repair_skipped bucket=%s key=%s bytes=%d (too large for an in-memory repair)",
+                      rec.name, what, ext.length)
             return False
+        args = {"bucket_id": rec.bucket_id, "bucket": rec.name, "key": key, "object_id": object_id}
+        if extent_id is not None:
+            args["extent_id"] = extent_id
         for peer in rec.peers(self.node_id):
             try:
-                async with self._peer_client(peer).stream("ReplicaFetch", {
-                        "bucket_id": rec.bucket_id, "bucket": rec.name, "key": key, "object_id": object_id}) as r:
+                async with self._peer_client(peer).stream("ReplicaFetch", args) as r:
                     parts, n = [], 0
                     async for piece in r.body:
                         n += len(piece)
@@ -249,17 +258,18 @@ class Repairer:
                         parts.append(piece)
                 data = b"".join(parts)
             except RpcError as exc:
-                log.warning("event=repair_fetch_failed bucket=%s key=%r peer=%s kind=%s", rec.name, key,
+                log.warning("event=repair_fetch_failed bucket=%s key=%s peer=%s kind=%s", rec.name, what,
                             peer.node_id, exc.kind)
                 continue
             if len(data) != ext.length or zlib.crc32(data) != ext.crc:
-                log.warning("event=repair_fetch_mismatch bucket=%s key=%r peer=%s", rec.name, key, peer.node_id)
+                log.warning("event=repair_fetch_mismatch bucket=%s key=%s peer=%s", rec.name, what, peer.node_id)
                 continue
-            done = await trio.to_thread.run_sync(self._store.rewrite, rec.bucket_id, key, object_id, data)
+            done = await trio.to_thread.run_sync(
+                lambda: self._store.rewrite(rec.bucket_id, key, object_id, data, extent_id=extent_id))
             self._metrics.repair_bytes.inc(len(data))
             if done:
                 self._metrics.read_repairs.inc()
-                log.warning("event=object_repaired bucket=%s key=%r from=%s bytes=%d", rec.name, key,
+                log.warning("event=object_repaired bucket=%s key=%s from=%s bytes=%d", rec.name, what,
                             peer.node_id, len(data))
             return done
         return False

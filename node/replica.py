@@ -28,7 +28,7 @@ from node import durable
 from node.buckets import BucketCache, BucketRecord
 from node.capacity import insufficient_storage, is_no_space
 from node.manifest import decode_manifest, encode_manifest, finish_manifest
-from node.runs import version_tag
+from node.runs import runs_of, version_tag
 from node.metrics import NodeMetrics
 from node.sealed_stream import SealedStreamParser, StreamError
 from node.store import ObjectStore
@@ -140,19 +140,24 @@ class ReplicaService:
         return {"entries": [[r.key, version_tag(r.object_id, decode_manifest(r.manifest))] for r in rows],
                 "truncated": truncated}
 
-    async def replica_fetch(self, *, caller: str, bucket_id: bytes, bucket: str, key: str,
-                            object_id: bytes) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
-        """The sealed bytes of one object version as stored here, for a peer's repair (any replica
-        of the bucket may ask). Streamed: {size, crc} then the bytes; NoSuchKey if this node no
-        longer has that version, IntegrityError if its own copy is bad too."""
+    async def replica_fetch(self, *, caller: str, bucket_id: bytes, bucket: str, key: str, object_id: bytes,
+                            extent_id: bytes | None = None) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """The sealed bytes of one extent of an object version as stored here, for a peer's repair
+        (any replica of the bucket may ask): the version's own extent, or ``extent_id``, one of
+        the runs its manifest lists (``node.runs``). Streamed: {size, crc} then the bytes;
+        NoSuchKey if this node no longer has that version or lays it out without that extent
+        (a re-sealed copy is one run), IntegrityError if its own copy is bad too."""
         rec = await self._buckets.get(bucket)
         if rec.bucket_id != bucket_id or not rec.has_replica(caller) or not rec.has_replica(self.node_id):
             rec = await self._buckets.refresh(bucket)
         if rec.bucket_id != bucket_id or not rec.has_replica(caller) or not rec.has_replica(self.node_id):
             raise InvalidRequest(f"{caller} and {self.node_id} are not both replicas of {bucket}", kind="NotReplica")
         row = await trio.to_thread.run_sync(self._store.get, bucket_id, key)
+        if row is not None and row.object_id == object_id and extent_id is not None and extent_id != object_id \
+                and extent_id not in {r.extent_id for r in runs_of(decode_manifest(row.manifest))}:
+            row = None  # not an extent of this version here
         ext = None if row is None or row.object_id != object_id else \
-            await trio.to_thread.run_sync(self._store.locate, bucket_id, object_id)
+            await trio.to_thread.run_sync(self._store.locate, bucket_id, extent_id or object_id)
         if ext is None:
             raise NotFound(f"{self.node_id} does not hold that version of {key!r}", kind="NoSuchKey")
         data = await trio.to_thread.run_sync(self._store.read_extent, ext)

@@ -26,7 +26,11 @@ of ``node.store_index``), so deleting or overwriting the object frees them, comp
 them (``ObjectStore.holder_of``), and recovery keeps them.
 
 Reads (``open_stream``) go run by run, opening one extent at a time (bounded memory and file
-descriptors whatever the number of runs); a range reads only the chunks it needs.
+descriptors whatever the number of runs); a range reads only the chunks it needs. A chunk that
+fails verification has its run's extent repaired from another replica's copy of that extent
+(read repair, ``Repairer.repair_object``), and the read goes on from the fresh copy, even in
+the middle of the stream (what was served before came from authenticated chunks); if no
+replica has a good copy, the read fails (IntegrityError), never with bad bytes.
 """
 
 from __future__ import annotations
@@ -130,42 +134,64 @@ async def open_stream(svc: Any, rec: Any, bucket: str, manifest: dict[str, Any],
             "first_index": run.first_index})
         return reader, lo // run.chunk_bytes
 
-    async def chunks_of(reader: ChunkReader, run: Run, lo: int, hi: int, start: tuple[int, bytes] | None):
-        cb = run.chunk_bytes
-        lo_chunk, hi_chunk = lo // cb, hi // cb
-        index = lo_chunk
-        while index <= hi_chunk:
-            if start is not None:
-                got, start = start, None
-            else:
-                got = await svc._read_chunk(reader, bucket)
-            base = got[0] * cb
-            piece = got[1][max(lo - base, 0):max(0, min(hi - base + 1, len(got[1])))]
-            if piece:
-                yield piece
-            index += 1
+    async def repaired(i: int) -> bool:
+        """Read repair of run ``i``: its extent here is damaged; replace it with a replica's copy
+        of the same extent (``ObjectService.read_repair``). True if done."""
+        repair = getattr(svc, "read_repair", None)
+        if repair is None:
+            return False
+        return bool(await repair(rec, manifest["key"], manifest["object_id"], runs[i].extent_id))
+
+    async def read(i: int, reader: ChunkReader, index: int, seek: bool) -> tuple[ChunkReader, tuple[int, bytes]]:
+        """Chunk ``index`` of run ``i`` (the reader is there already unless ``seek``). A chunk that
+        fails verification has its run repaired from a replica, and is read again from the fresh
+        copy, by a new reader (returned; the caller closes the old one). Bytes served before came
+        from authenticated chunks, so the stream goes on where it was."""
+        try:
+            return reader, await svc._read_chunk(reader, bucket, seek=index if seek else None)
+        except IntegrityError:
+            if not await repaired(i):
+                raise
+        fresh, _ = await open_run(i, 0)
+        try:
+            return fresh, await svc._read_chunk(fresh, bucket, seek=index)
+        except BaseException:
+            fresh.close()
+            raise
 
     first_reader: ChunkReader | None = None
     first_chunk: tuple[int, bytes] | None = None
     if todo:
-        first_reader, seek = await open_run(todo[0][0], todo[0][1])
+        reader0, seek = await open_run(todo[0][0], todo[0][1])
         try:
-            first_chunk = await svc._read_chunk(first_reader, bucket, seek=seek)
-        except BaseException:
-            first_reader.close()
-            raise
+            first_reader, first_chunk = await read(todo[0][0], reader0, seek, True)
+        finally:
+            if first_reader is not reader0:
+                reader0.close()
 
     async def stream() -> AsyncIterator[bytes]:
         reader = first_reader
         try:
             for n, (i, lo, hi) in enumerate(todo):
+                cb = runs[i].chunk_bytes
+                index = lo // cb
                 if n > 0:
-                    reader, seek = await open_run(i, lo)
-                    if seek:
-                        await trio.to_thread.run_sync(reader.seek, seek)
-                assert reader is not None
-                async for piece in chunks_of(reader, runs[i], lo, hi, first_chunk if n == 0 else None):
-                    yield piece
+                    reader, _ = await open_run(i, lo)
+                while index <= hi // cb:
+                    assert reader is not None
+                    if n == 0 and index == lo // cb:
+                        got = first_chunk
+                    else:
+                        fresh, got = await read(i, reader, index, n > 0 and index == lo // cb)
+                        if fresh is not reader:
+                            reader.close()
+                            reader = fresh
+                    assert got is not None
+                    base = got[0] * cb
+                    piece = got[1][max(lo - base, 0):max(0, min(hi - base + 1, len(got[1])))]
+                    if piece:
+                        yield piece
+                    index += 1
                 reader.close()
                 reader = None
         finally:

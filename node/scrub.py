@@ -1,11 +1,13 @@
 """The scrubber: re-read every stored object version at a bounded rate and check its crc32.
 
-``Scrubber.run`` (a daemon task) walks the store's live extents in (bucket id, object id) order,
+``Scrubber.run`` (a daemon task) walks the store's live extents in (bucket id, extent id) order
+(an object version's own extent and every further run it owns: appends, ``node.runs``),
 reads each one and compares the crc32 of its bytes with the one recorded when it was written
 (``ObjectStore.check_extent``: no key, no KMS call). It sleeps so that it reads at most
 ``rate_bytes_per_s`` (so foreground requests keep the disk), and rests ``pause_s`` between
-passes. A damaged version is counted (``onezone_node_scrub_bad_extents``), logged, and repaired
-from another replica (``Repairer.repair_object``) when this node knows the bucket's record;
+passes. A damaged extent is counted (``onezone_node_scrub_bad_extents``), logged, and repaired
+from another replica's copy of the same extent (``Repairer.repair_object``, for the version that
+owns it: ``ObjectStore.holder_of``) when this node knows the bucket's record;
 otherwise the next read of it repairs it (reads never return bad bytes: every chunk is also
 authenticated by AES-GCM). ``scrub_pass`` does one pass (tests call it directly).
 """
@@ -66,9 +68,10 @@ class Scrubber:
 
     async def _damaged(self, ext: Extent) -> None:
         self._metrics.scrub_bad.inc()
-        key = await trio.to_thread.run_sync(self._store.key_of, ext.bucket_id, ext.object_id)
+        holder = await trio.to_thread.run_sync(self._store.holder_of, ext.bucket_id, ext.object_id)
         rec = self._buckets.by_id(ext.bucket_id)
-        log.error("event=scrub_damaged bucket_id=%s object_id=%s segment=%s key=%r", ext.bucket_id.hex(),
-                  ext.object_id.hex(), ext.path.name, key)
-        if key is not None and rec is not None:
-            await self._repairer.repair_object(rec, key, ext.object_id)
+        log.error("event=scrub_damaged bucket_id=%s extent_id=%s segment=%s key=%r", ext.bucket_id.hex(),
+                  ext.object_id.hex(), ext.path.name, None if holder is None else holder[0])
+        if holder is not None and rec is not None:
+            key, object_id = holder  # an appended run's extent belongs to the version that owns it
+            await self._repairer.repair_object(rec, key, object_id, extent_id=ext.object_id)

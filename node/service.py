@@ -58,7 +58,7 @@ _ARGS: dict[str, frozenset[str]] = {
     "ReplicaDelete": frozenset({"bucket_id", "bucket", "epoch", "key"}),
     "ReplicaList": frozenset({"bucket_id", "bucket", "epoch", "start_after", "limit"}),
     "SyncReplica": frozenset({"bucket", "epoch", "target"}),
-    "ReplicaFetch": frozenset({"bucket_id", "bucket", "key", "object_id"}),
+    "ReplicaFetch": frozenset({"bucket_id", "bucket", "key", "object_id", "extent_id"}),
     "RenameObject": frozenset({"bucket", "key", "source_key", "bucket_version", "client_token",
                                *(f"{side}_{c}" for side in ("source", "dest") for c in _CONDITIONS)}),
     "ReplicaRename": frozenset({"bucket_id", "bucket", "epoch", "src", "dst", "object_id"}),
@@ -230,11 +230,14 @@ class NodeHandlers:
     async def replica_fetch(self, call: Call) -> Streamed:
         a = self._begin(call)
         object_id = a.get("object_id")
+        extent_id = a.get("extent_id")
         if not isinstance(object_id, bytes) or len(object_id) != 16:
             raise _invalid("object_id must be 16 bytes")
+        if extent_id is not None and (not isinstance(extent_id, bytes) or len(extent_id) != 16):
+            raise _invalid("extent_id must be 16 bytes")
         meta, body = await self._replicas.replica_fetch(caller=call.principal, bucket_id=_bucket_id(a),
                                                         bucket=_bucket(a), key=check_key(a.get("key")),
-                                                        object_id=object_id)
+                                                        object_id=object_id, extent_id=extent_id)
         return Streamed(meta, body)
 
     @staticmethod

@@ -32,6 +32,10 @@ def metric(cluster, node: str, name: str) -> float:
                line.startswith(name + "{"))
 
 
+def data_path(data_dir, seq: int, offset: int):
+    return data_dir / "segments" / segment_name(KIND_BLOB if offset == FILE_HEADER_SIZE else KIND_LOG, seq)
+
+
 def extents(data_dir):
     db = sqlite3.connect(f"file:{data_dir / 'index.db'}?mode=ro", uri=True)
     try:
@@ -68,3 +72,44 @@ def test_flipped_byte_found_by_the_scrubber_and_repaired(scrubbing):
     ((path2, offset2, length2),) = extents(c.data_dir / node)
     assert (path2, offset2) != (path, offset) and length2 == length
     assert s3.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == data
+
+
+def test_damaged_appended_run_found_by_the_scrubber_and_repaired(scrubbing):
+    """An object of two runs (PutObject with x-amz-write-offset-bytes): a bit flipped in the
+    appended run's extent is repaired from another replica's copy of that extent."""
+    c = scrubbing
+    s3 = boto3.client("s3", endpoint_url=c.endpoint, region_name=c.region,
+                      aws_access_key_id=c.credentials["access_key_id"],
+                      aws_secret_access_key=c.credentials["secret_access_key"],
+                      config=Config(retries={"max_attempts": 1}))
+    first, more = b"first run " * 500, b"appended run " * 700
+    s3.put_object(Bucket=BUCKET, Key="log", Body=first, WriteOffsetBytes=0)
+    s3.put_object(Bucket=BUCKET, Key="log", Body=more, WriteOffsetBytes=len(first))
+    node = "node-3"
+
+    def run_extent():
+        db = sqlite3.connect(f"file:{c.data_dir / node / 'index.db'}?mode=ro", uri=True)
+        try:
+            (ext_id,), = db.execute("SELECT extent_id FROM runs").fetchall()
+            s, o, n = db.execute("SELECT seq, offset, length FROM extents WHERE object_id = ?", (ext_id,)).fetchone()
+        finally:
+            db.close()
+        return data_path(c.data_dir / node, s, o), o, n
+
+    path, offset, length = run_extent()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        good = fh.read(length)
+    with open(path, "r+b") as fh:  # a disk flips one bit of the appended run
+        fh.seek(offset + length // 2)
+        fh.write(bytes([good[length // 2] ^ 0x10]))
+    deadline = time.monotonic() + 20
+    while run_extent()[:2] == (path, offset) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    path2, offset2, length2 = run_extent()
+    assert (path2, offset2) != (path, offset) and length2 == length
+    with open(path2, "rb") as fh:
+        fh.seek(offset2)
+        assert fh.read(length2) == good
+    assert metric(c, node, "onezone_node_scrub_bad_extents_total") >= 1
+    assert s3.get_object(Bucket=BUCKET, Key="log")["Body"].read() == first + more

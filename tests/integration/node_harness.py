@@ -158,10 +158,10 @@ class NodeHandle:
 
 
 def node_config(tmp_path: Path, tls_for, node_id: str, *, coordinator: Endpoint, kms: Endpoint,
-                chunk_bytes: int = 64 * KiB) -> NodeConfig:
+                chunk_bytes: int = 64 * KiB, **options: Any) -> NodeConfig:
     return NodeConfig(node_id=node_id, zone=ZONE, data_dir=tmp_path / node_id, coordinator=coordinator, kms=kms,
                       tls=tls_for(node_id), chunk_bytes=chunk_bytes, heartbeat_interval_s=0.05, grace_s=0.5,
-                      rpc_timeout_s=10.0)
+                      rpc_timeout_s=10.0, **options)
 
 
 class Cluster:
@@ -209,7 +209,9 @@ class Cluster:
 
 
 @asynccontextmanager
-async def open_cluster(tmp_path: Path, tls_for, *, n: int = 3, chunk_bytes: int = 64 * KiB):
+async def open_cluster(tmp_path: Path, tls_for, *, n: int = 3, chunk_bytes: int = 64 * KiB,
+                       node_options: dict[str, Any] | None = None):
+    """``node_options``: further NodeConfig fields for every node (e.g. the scrubber's rate)."""
     node_ids = [f"node-{i}" for i in range(1, n + 1)]
     async with trio.open_nursery() as nursery:
         try:
@@ -230,7 +232,7 @@ async def open_cluster(tmp_path: Path, tls_for, *, n: int = 3, chunk_bytes: int 
                 nodes = []
                 for node_id in node_ids:
                     cfg = node_config(tmp_path, tls_for, node_id, coordinator=Endpoint(chost, cport), kms=kms,
-                                      chunk_bytes=chunk_bytes)
+                                      chunk_bytes=chunk_bytes, **(node_options or {}))
                     info, scope = await nursery.start(_run_node, cfg)
                     nodes.append(NodeHandle(cfg, info, scope))
                 with trio.fail_after(5):

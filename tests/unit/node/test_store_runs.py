@@ -102,3 +102,32 @@ async def test_compaction_moves_run_extents(tmp_path):
     assert removed >= 1
     assert s.locate(B, oid(2)).seq != before and read(s, oid(2)) == b"run!" and read(s, oid(1)) == b"base"
     s.close()
+
+
+def test_rewrite_of_a_run_extent_is_conditional_and_durable(tmp_path):
+    """Repair of an appended run: ``rewrite(extent_id=...)`` replaces that extent only, and only
+    while the key still points at the version that owns it."""
+    s = ObjectStore.open(tmp_path / "d")
+    write(s, oid(1), b"base")
+    s.commit(B, "k", oid(1), 4, b"m1")
+    write(s, oid(2), b"more")
+    s.commit(B, "k", oid(1), 8, b"m2", extent_id=oid(2), runs=[oid(2)])
+    first, run = s.locate(B, oid(1)), s.locate(B, oid(2))
+    assert s.rewrite(B, "k", oid(1), b"MORE", extent_id=oid(2))
+    moved = s.locate(B, oid(2))
+    assert (moved.seq, moved.offset) != (run.seq, run.offset) and read(s, oid(2)) == b"MORE"
+    assert s.locate(B, oid(1)) == first and s.get(B, "k").manifest == b"m2"  # nothing else changed
+    assert not s.rewrite(B, "k", oid(1), b"x", extent_id=oid(3))  # not an extent the version owns
+    assert not s.rewrite(B, "k", oid(9), b"x", extent_id=oid(2))  # not the key's version
+    assert not s.rewrite(B, "other", oid(1), b"x", extent_id=oid(2))
+    assert s.locate(B, oid(3)) is None and read(s, oid(2)) == b"MORE"
+    with s._dblock:  # noqa: SLF001 - the index loses everything (power loss): replay gives the same
+        s._db.executescript("DELETE FROM objects; DELETE FROM extents; DELETE FROM runs; "  # noqa: SLF001
+                            "UPDATE meta SET value = 0 WHERE name IN ('applied_seq', 'applied_offset');")
+    s.close()
+    s = ObjectStore.open(tmp_path / "d")
+    assert read(s, oid(2)) == b"MORE" and read(s, oid(1)) == b"base" and s.locate(B, oid(3)) is None
+    write(s, oid(4), b"new")
+    s.commit(B, "k", oid(4), 3, b"m4")
+    assert not s.rewrite(B, "k", oid(1), b"late", extent_id=oid(2))  # overwritten meanwhile
+    s.close()
