@@ -455,18 +455,43 @@ class ObjectService:
             return plaintext[max(first - base, 0):max(0, min(last - base + 1, len(plaintext)))]
 
         async def stream() -> AsyncIterator[bytes]:
+            nonlocal reader
             try:
                 piece = trim(*first_chunk)
                 if piece:
                     yield piece
-                for _ in range(lo_chunk + 1, hi_chunk + 1):
-                    piece = trim(*await self._read_chunk(reader, bucket))
+                for index in range(lo_chunk + 1, hi_chunk + 1):
+                    try:
+                        chunk = await self._read_chunk(reader, bucket)
+                    except IntegrityError:
+                        # damaged past the first chunk: repair the copy and go on from the fresh
+                        # one (what was served so far came from authenticated chunks)
+                        reader = await self._reopen_repaired(rec, key, manifest, object_key, reader)
+                        chunk = await self._read_chunk(reader, bucket, seek=index)
+                    piece = trim(*chunk)
                     if piece:
                         yield piece
             finally:
                 reader.close()
 
         return public_meta(manifest), stream()
+
+    async def _reopen_repaired(self, rec: BucketRecord, key: str, manifest: dict[str, Any], object_key: bytes,
+                               old: ChunkReader) -> ChunkReader:
+        """Read repair in the middle of a stream: replace this node's copy of the version with a
+        replica's (``read_repair``) and return a reader on it (``old`` is closed). Raises
+        IntegrityError when no good copy could be had (the stream then ends with it)."""
+        object_id = manifest["object_id"]
+        if self.read_repair is None or not await self.read_repair(rec, key, object_id):
+            raise IntegrityError(f"a chunk of {key!r} is damaged on {self.node_id} and no replica had a good copy",
+                                 kind="IntegrityError")
+        try:
+            data = await trio.to_thread.run_sync(self._store.open_data, rec.bucket_id, object_id)
+        except FileNotFoundError:
+            raise IntegrityError(f"{key!r} changed while it was being repaired on {self.node_id}",
+                                 kind="IntegrityError") from None
+        old.close()
+        return ChunkReader(data, object_key=object_key, bucket_id=rec.bucket_id, manifest=manifest)
 
     def _open_current(self, bucket_id: bytes, key: str) -> tuple[Any, Any]:
         """Worker thread: (index row, opened extent) of ``key`` now; (None, None) if there is no

@@ -93,25 +93,35 @@ async def test_flipped_byte_is_repaired_from_a_replica_never_bad_data(cluster):
     assert (await cluster.get("obj", node=1))[1] == data
     (f2_new,) = cluster.nodes[1].data_files()
     assert f2_new != f2 and f2_new.read_bytes() == good  # a fresh copy of the same sealed bytes
-    # node-3: corrupt the last chunk -> the stream fails after correct bytes only
+    # node-3: corrupt the last chunk -> met in the middle of the stream, repaired from a replica,
+    # and the stream goes on from the fresh copy: the whole object, right
     (f3,) = cluster.nodes[2].data_files()
     raw = f3.read_bytes()
     offset = 0
     for _ in range(2):
         offset += parse_header(raw[offset:]).sealed_length
     f3.flip(offset + HEADER_SIZE + 7)
+    # a range that avoids the bad chunk works there without any repair
+    assert (await cluster.get("obj", node=2, rng=[10, 20]))[1] == data[10:21]
+    assert (await cluster.get("obj", node=2))[1] == data
+    (f3_new,) = cluster.nodes[2].data_files()
+    assert f3_new != f3 and f3_new.read_bytes() == raw
+    assert (await cluster.get("obj", node=0))[1] == data
+    # a read that starts on a bad chunk is repaired from a replica and served right
+    (f3,) = cluster.nodes[2].data_files()
+    f3.flip(offset + HEADER_SIZE + 9)
+    assert (await cluster.get("obj", node=2, rng=[3 * CB - 5, 3 * CB - 1]))[1] == data[-5:]
+    assert (await cluster.get("obj", node=2))[1] == data
+    # the last chunk damaged on every copy: the stream fails after correct bytes only
+    for n in cluster.nodes:
+        (f,) = n.data_files()
+        f.flip(offset + HEADER_SIZE + 11)
     received = bytearray()
     with pytest.raises(errors.IntegrityError):
         async with cluster.client(2).stream("GetObject", {"bucket": BUCKET, "key": "obj", "bucket_version": 1}) as r:
             async for piece in r.body:
                 received += piece
     assert bytes(received) == data[:len(received)] and len(received) <= 2 * CB
-    # a range that avoids the bad chunk still works there; node-1 is intact
-    assert (await cluster.get("obj", node=2, rng=[10, 20]))[1] == data[10:21]
-    assert (await cluster.get("obj", node=0))[1] == data
-    # a read that starts on the bad chunk is repaired from a replica and served right
-    assert (await cluster.get("obj", node=2, rng=[3 * CB - 5, 3 * CB - 1]))[1] == data[-5:]
-    assert (await cluster.get("obj", node=2))[1] == data
     # when every copy is damaged: IntegrityError, never bad bytes
     await cluster.put("only", b"z" * 5000)
     for n in cluster.nodes:
