@@ -63,7 +63,7 @@ class StaleCollector:
                  clock: Callable[[], float] = trio.current_time,
                  sleep: Callable[[float], Awaitable[None]] = trio.sleep) -> None:
         self._store = store
-        self._coord = coordinator
+        self.coordinator = coordinator  # an RpcClient to the coordinator
         self._node_id = node_id
         self._interval_s = interval_s
         self._rate = rate_objects_per_s
@@ -90,7 +90,7 @@ class StaleCollector:
         answers: dict = {}
         for i in range(0, len(bucket_ids), MAX_IDS_PER_CALL):
             part = bucket_ids[i:i + MAX_IDS_PER_CALL]
-            reply = await self._coord.call("GetBucketsById", {"node_id": self._node_id, "bucket_ids": part})
+            reply = await self.coordinator.call("GetBucketsById", {"node_id": self._node_id, "bucket_ids": part})
             answers.update(parse_reply(reply, part))
         return answers
 
