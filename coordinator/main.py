@@ -27,6 +27,7 @@ from coordinator.iam_entities import IamEntities
 from coordinator.iam_service import IAM_ENTITY_ACL, IamEntityService
 from coordinator.kms_client import KmsApi
 from coordinator.lifecycle import NodeLifecycle
+from coordinator.gc_service import GC_ACL, GcService
 from coordinator.lifecycle_service import LIFECYCLE_ACL, LifecycleService
 from coordinator.membership import Membership
 from coordinator.metrics import CoordinatorMetrics
@@ -147,8 +148,9 @@ async def serve(
                                          heartbeat_interval_s=cfg.heartbeat_interval_s, replica_sets=replica_sets)
             entities = IamEntityService(IamEntities(store=store, account_id=cfg.account_id, clock=clock, rng=rng))
             life_service = LifecycleService(lifecycle, catalog.zones)
-            server = RpcServer({**service.handlers(), **entities.handlers(), **life_service.handlers()},
-                               acl={**ACL, **IAM_ENTITY_ACL, **LIFECYCLE_ACL},
+            server = RpcServer({**service.handlers(), **entities.handlers(), **life_service.handlers(),
+                                **GcService(store).handlers()},
+                               acl={**ACL, **IAM_ENTITY_ACL, **LIFECYCLE_ACL, **GC_ACL},
                                ssl_context=cfg.tls.server_context(),
                                name="coordinator", observe=metrics.observe_rpc,
                                default_timeout_s=cfg.rpc_timeout_s)

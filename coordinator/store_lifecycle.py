@@ -7,6 +7,7 @@ of the bucket row (``syncing``), so it changes atomically with the replica set a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from coordinator.store_errors import NoSuchRow
@@ -46,3 +47,17 @@ class LifecycleTables:
         with self._tx() as db:
             if db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount == 0:
                 raise NoSuchRow(f"node {node_id} is not registered")
+
+    def buckets_by_id(self, bucket_ids: list[bytes]) -> tuple[dict[bytes, tuple[str, list[str], list[str], int]], int]:
+        """For the stale-copy collection of nodes (``coordinator.gc_service``): the buckets among
+        ``bucket_ids`` that exist, as ``{bucket_id: (name, replicas, syncing, epoch)}``, and how
+        many buckets the catalog holds in all (read in one transaction: one consistent view)."""
+        out: dict[bytes, tuple[str, list[str], list[str], int]] = {}
+        with self._tx() as db:
+            for bucket_id in bucket_ids:
+                row = db.execute("SELECT name, replicas, syncing, epoch FROM buckets WHERE bucket_id = ?",
+                                 (bucket_id,)).fetchone()
+                if row is not None:
+                    out[bucket_id] = (row[0], json.loads(row[1]), json.loads(row[2]), row[3])
+            total = db.execute("SELECT COUNT(*) FROM buckets").fetchone()[0]
+        return out, total

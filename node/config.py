@@ -71,6 +71,12 @@ class NodeConfig(DaemonConfig):
     compact_interval_s: float = 30.0  # how often compaction looks for segments to reclaim
     compact_min_garbage_ratio: float = 0.5  # compact a closed log segment once this share is dead
     compact_rate_bytes_per_s: float = 20.0 * 1024 * 1024  # live bytes moved per second at most
+    stale_gc_interval_s: float = 60.0
+    """How often the node asks the coordinator which bucket copies it holds are still needed
+    (node/stale_collector.py); 0 turns the collection of stale copies off."""
+    stale_gc_grace_s: float = 600.0
+    """A copy is deleted only when found stale at two checks at least this far apart."""
+    stale_gc_rate_objects_per_s: float = 1000.0  # index rows of stale copies deleted per second (0: unthrottled)
 
     def validate(self) -> None:
         super().validate()
@@ -110,6 +116,9 @@ class NodeConfig(DaemonConfig):
                 or self.compact_rate_bytes_per_s < 0:
             raise ValueError("compact_interval_s must be > 0, compact_min_garbage_ratio in (0, 1], "
                              "compact_rate_bytes_per_s >= 0")
+
+        if self.stale_gc_interval_s < 0 or self.stale_gc_grace_s < 0 or self.stale_gc_rate_objects_per_s < 0:
+            raise ValueError("stale_gc_interval_s, stale_gc_grace_s and stale_gc_rate_objects_per_s must be >= 0")
 
     @property
     def advertised_host(self) -> str:

@@ -3,9 +3,10 @@
 ``serve`` opens the store first (cleaning crash leftovers; a data_dir that cannot be used
 fails here, before READY), then runs in one nursery: the RPC server (Node section of
 docs/rpc.md), /metrics, the membership task that registers with the coordinator and
-heartbeats, and the key-state watcher (``node.keywatch``: revoked KMS keys leave the bucket-key
-cache within a second). The coordinator need not be up: the node announces READY at once and keeps
-retrying registration in the background.
+heartbeats, the key-state watcher (``node.keywatch``: revoked KMS keys leave the bucket-key
+cache within a second) and the collector of stale bucket copies (``node.stale_collector``).
+The coordinator need not be up: the node announces READY at once and keeps retrying
+registration in the background.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from node.metrics import NodeMetrics
 from node.objects import ObjectService
 from node.repair import Repairer
 from node.scrub import Scrubber
+from node.stale_collector import StaleCollector
 from node.replica import ReplicaService
 from node.service import ACL, NodeHandlers
 from node.store import ObjectStore
@@ -115,6 +117,11 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
                                         interval_s=cfg.heartbeat_interval_s)
                 nursery.start_soon(membership.run)
                 nursery.start_soon(watcher.run)
+                stale = StaleCollector(store, coordinator, node_id=cfg.node_id, grace_s=cfg.stale_gc_grace_s,
+                                       interval_s=cfg.stale_gc_interval_s, registry=metrics.registry,
+                                       rate_objects_per_s=cfg.stale_gc_rate_objects_per_s)
+                if cfg.stale_gc_interval_s > 0:
+                    nursery.start_soon(stale.run)
                 task_status.started({"rpc": endpoint_str(rpc), "metrics": endpoint_str(m),
                                      "node_id": cfg.node_id, "zone": cfg.zone})
     finally:

@@ -32,7 +32,7 @@ from node.runs import runs_of, version_tag
 from node.metrics import NodeMetrics
 from node.sealed_stream import SealedStreamParser, StreamError
 from node.store import ObjectStore
-from proto.errors import Conflict, IntegrityError, InvalidRequest, NotFound
+from proto.errors import Conflict, IntegrityError, InvalidRequest, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class ReplicaService:
         self._metrics = metrics
 
     async def _record_for_replica(self, bucket: str, bucket_id: bytes, epoch: int, caller: str) -> BucketRecord:
+        if self._store.fenced(bucket_id):  # node.stale_collector is deleting this node's old copy
+            raise Unavailable(f"{self.node_id} is deleting its stale copy of {bucket}; retry later",
+                              kind="StaleCopyCollecting")
         rec = await self._buckets.get(bucket, min_epoch=epoch)
         if rec.bucket_id != bucket_id or rec.primary.node_id != caller or not rec.has_replica(self.node_id):
             rec = await self._buckets.refresh(bucket)  # ours may be the stale view

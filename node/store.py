@@ -67,7 +67,7 @@ OBJECT_ID_BYTES = 16
 DEFAULT_INLINE_MAX_BYTES = 1024 * 1024 + 64 * 1024
 DEFAULT_SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 
-__all__ = ["DataFile", "Extent", "IncomingFile", "IndexRow", "ObjectStore", "Recovery"]
+__all__ = ["BucketFenced", "DataFile", "Extent", "IncomingFile", "IndexRow", "ObjectStore", "Recovery"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,10 @@ class Extent:
     offset: int
     length: int
     crc: int
+
+
+class BucketFenced(OSError):
+    """A write to a bucket whose local copy is being collected (``ObjectStore.fence``)."""
 
 
 def _check_ids(bucket_id: bytes, object_id: bytes) -> None:
@@ -218,6 +222,7 @@ class ObjectStore:
         self._seqlock = threading.Lock()
         self._seq = next_seq
         self._writing: dict[tuple[bytes, bytes], IncomingFile] = {}
+        self._fenced: set[bytes] = set()   # buckets whose stale copy is being collected (node.stale_gc)
         self.log = SegmentLog(self.segments_dir, next_seq=self._new_seq, max_bytes=segment_max_bytes,
                               apply_batch=self._apply_batch, on_grow=self._grow)
 
@@ -295,6 +300,8 @@ class ObjectStore:
         _check_ids(bucket_id, object_id)
         incoming = IncomingFile(self, bucket_id, object_id)
         with self._seqlock:
+            if bucket_id in self._fenced:
+                raise BucketFenced(bucket_id)
             if (bucket_id, object_id) in self._writing:
                 raise FileExistsError("this object id is already being written")
             self._writing[(bucket_id, object_id)] = incoming
@@ -485,6 +492,72 @@ class ObjectStore:
                 raise
         for seq in blobs:
             self._unlink_segment(self.segment_path(seq, KIND_BLOB))
+
+    # -- stale-copy collection (node.stale_gc) --------------------------------------------------
+    def fence(self, bucket_id: bytes) -> bool:
+        """Refuse new writes to ``bucket_id`` (``create_incoming`` raises ``BucketFenced``) until
+        ``unfence``; False (and no fence) if a write to it is in flight."""
+        with self._seqlock:
+            if any(b == bucket_id for b, _ in self._writing):
+                return False
+            self._fenced.add(bucket_id)
+            return True
+
+    def unfence(self, bucket_id: bytes) -> None:
+        with self._seqlock:
+            self._fenced.discard(bucket_id)
+
+    def fenced(self, bucket_id: bytes) -> bool:
+        with self._seqlock:
+            return bucket_id in self._fenced
+
+    def bucket_ids(self) -> list[bytes]:
+        """Every bucket id with an index row or an extent here (one index seek per bucket)."""
+        out: set[bytes] = set()
+        with self._rlock:
+            for table in ("objects", "extents"):
+                after = b""
+                while True:
+                    row = self._rdb.execute(f"SELECT bucket_id FROM {table} WHERE bucket_id > ? ORDER BY bucket_id "
+                                            "LIMIT 1", (after,)).fetchone()
+                    if row is None:
+                        break
+                    after = bytes(row[0])
+                    out.add(after)
+        return sorted(out)
+
+    def bucket_usage(self, bucket_id: bytes) -> tuple[int, int]:
+        """(index rows, extent bytes) of one bucket."""
+        with self._rlock:
+            rows = self._rdb.execute("SELECT COUNT(*) FROM objects WHERE bucket_id = ?", (bucket_id,)).fetchone()[0]
+            size = self._rdb.execute("SELECT COALESCE(SUM(length), 0) FROM extents WHERE bucket_id = ?",
+                                     (bucket_id,)).fetchone()[0]
+        return rows, size
+
+    def remove_many(self, bucket_id: bytes, keys: list[str]) -> list[bytes]:
+        """``remove`` of several keys of one bucket in one log append (one REMOVE record each,
+        one fsync); the object ids they pointed at (their data is the caller's to delete)."""
+        payloads = [(key, remove_payload(bucket_id=bucket_id, key=key)) for key in keys]
+
+        def apply(db: sqlite3.Connection) -> list[bytes]:
+            return [o for o in (apply_remove(db, bucket_id, key) for key, _ in payloads) if o is not None]
+
+        def build(seq: int, offset: int):
+            return b"".join(encode_record(REC_REMOVE, p) for _, p in payloads), apply
+
+        old = self.log.append(build)
+        self.object_count -= len(old)
+        return old
+
+    def orphan_extents(self, bucket_id: bytes, limit: int = 100) -> list[bytes]:
+        """Extent ids of ``bucket_id`` that no index row names (left by an interrupted deletion)."""
+        with self._rlock:
+            rows = self._rdb.execute(
+                "SELECT e.object_id FROM extents e WHERE e.bucket_id = ? AND NOT EXISTS (SELECT 1 FROM objects o "
+                "WHERE o.bucket_id = e.bucket_id AND o.object_id = e.object_id) AND NOT EXISTS (SELECT 1 FROM runs r "
+                "JOIN objects o ON o.bucket_id = r.bucket_id AND o.object_id = r.owner WHERE r.bucket_id = e.bucket_id "
+                "AND r.extent_id = e.object_id) LIMIT ?", (bucket_id, limit)).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def holder_of(self, bucket_id: bytes, extent_id: bytes) -> tuple[str, bytes] | None:
         """(key, object id) of the live object version that holds an extent, or None."""

@@ -9,6 +9,7 @@ from gateway.metrics import GatewayMetrics
 from kms.handlers import KmsMetrics
 from node.keycache import BucketKeyCache
 from node.metrics import NodeMetrics
+from node.stale_collector import StaleGcMetrics
 from proto.metrics import Metrics
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
@@ -26,6 +27,7 @@ def _registered() -> set[str]:
             GatewayMetrics(m)
         elif daemon == "node":
             NodeMetrics(m.registry)
+            StaleGcMetrics(m.registry)
             BucketKeyCache(_unwrap, ttl_s=1, max_entries=1, registry=m.registry)
         elif daemon == "kms":
             KmsMetrics(m.registry)
