@@ -216,6 +216,18 @@ class SegmentLog:
 
     def append(self, build: Build) -> Any:
         """Append ``build(seq, offset)``'s bytes, wait until durable and applied; the apply's result."""
+        return self.wait(self.submit(build))
+
+    def wait(self, op: _Op) -> Any:
+        """Wait until a submitted op is durable and applied; its apply's result (or error)."""
+        with self._cond:
+            while not op.done:
+                self._cond.wait()
+        return op.outcome()
+
+    def submit(self, build: Build) -> _Op:
+        """Append ``build(seq, offset)``'s bytes (page cache: a full disk fails here, changing
+        nothing) and wake the sync thread; ``wait(op)`` for the outcome."""
         with self._lock:
             if self._failed:
                 raise OSError(f"the segment log failed earlier ({self._failed}); restart the node")
@@ -227,10 +239,7 @@ class SegmentLog:
                 data, apply = build(self.seq, self._size)
             op = self._write_locked(data, apply, None)
         self._wake_sync()
-        with self._cond:
-            while not op.done:
-                self._cond.wait()
-        return op.outcome()
+        return op
 
     def try_submit(self, build: Build, notify: Callable[[], Any], *, wake: bool = True) -> _Op | None:
         """Append without blocking; ``notify()`` is called (from whichever thread syncs the

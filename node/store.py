@@ -377,8 +377,16 @@ class ObjectStore:
         Raises:
             ValueError: the data was not published; OSError: the disk failed.
         """
+        return self.stage_commit(bucket_id, key, object_id, size, manifest, extent_id=extent_id, runs=runs)()
+
+    def stage_commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
+                     extent_id: bytes | None = None, runs: list[bytes] | None = None) -> Callable[[], bytes | None]:
+        """``commit`` in two steps: write the records now (a full disk fails here, before the
+        caller lets anyone else commit) and return ``result``, which blocks until they are
+        durable and applied and returns what ``commit`` would have."""
         build, finish = self._commit_plan(bucket_id, key, object_id, size, manifest, extent_id=extent_id, runs=runs)
-        return finish(self.log.append(build))
+        op = self.log.submit(build)
+        return lambda: finish(self.log.wait(op))
 
     def try_commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
                    notify: Callable[[], Any], wake: bool = True) -> Callable[[], bytes | None] | None:
