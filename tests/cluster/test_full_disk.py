@@ -7,6 +7,7 @@ store intact. Needs root to mount the tmpfs (skips with the reason otherwise).""
 
 import random
 import shutil
+import urllib.request
 
 import pytest
 
@@ -56,6 +57,9 @@ def test_a_really_full_disk_answers_503_naming_the_node_and_keeps_the_store_inta
             failed = [line for line in c.daemons[primary].log_path.read_text().splitlines()
                       if "event=local_write_failed" in line]
             assert failed and "No space left on device" in failed[0], failed  # the kernel's ENOSPC, not the reserve
+            metrics = urllib.request.urlopen(f"http://{c.daemons[primary].info['metrics']}/metrics").read().decode()
+            assert any(line.startswith("onezone_node_no_space_errors ") and float(line.split()[1]) >= 1
+                       for line in metrics.splitlines()), "no onezone_node_no_space_errors"
             with pytest.raises(Exception) as e:
                 s3.head_object(Bucket=name, Key="refused")  # nothing was stored
             assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
