@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from node.capacity import local_storage_error
 from node.chunk_codec import derive_object_key
 from node.manifest import decode_manifest, encode_manifest, public_meta
 from node.objects import OBJECT_ID_BYTES, _Put
@@ -43,7 +44,7 @@ from node.runs import MAX_RUNS, Run, part_count, runs_of
 from node.sealed_stream import ChunkCutter, SealedStreamParser, StreamError, encode_trailer
 from proto.checksums import new_checksum
 from proto.crc_combine import COMBINABLE, combine_b64
-from proto.errors import Conflict, InvalidRequest, PreconditionFailed, RpcError, Unavailable
+from proto.errors import Conflict, InvalidRequest, PreconditionFailed, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,7 @@ class Appender:
                     error = exc
                     nursery.cancel_scope.cancel()
                 except OSError as exc:
-                    error = Unavailable(f"local storage error on {obj.node_id}: {exc.strerror or exc}",
-                                        kind="StorageError")
+                    error = local_storage_error(obj.node_id, exc)
                     nursery.cancel_scope.cancel()
         finally:
             inflight.remove(rec.epoch)
@@ -223,16 +223,26 @@ class Appender:
                        "checksum_value": checksum_value, "last_modified": manifest["last_modified"],
                        "epoch": job.record.epoch}
             job.committing = True
+            # the local record first: a full disk fails here, before any replica commits
+            wait = await trio.to_thread.run_sync(lambda: obj._store.stage_commit(
+                rec.bucket_id, job.key, job.object_id, manifest["size"], encode_manifest(manifest),
+                extent_id=job.incoming.object_id, runs=owned_runs(manifest)))
+            local_error: list[OSError] = []
 
             async def local_commit() -> None:
-                await trio.to_thread.run_sync(lambda: obj._store.commit(
-                    rec.bucket_id, job.key, job.object_id, manifest["size"], encode_manifest(manifest),
-                    extent_id=job.incoming.object_id, runs=owned_runs(manifest)))
+                try:
+                    with trio.CancelScope(shield=True):  # the record is in the log: its outcome is ours
+                        await trio.to_thread.run_sync(wait)
+                except OSError as exc:  # raised as itself below, not as a group
+                    local_error.append(exc)
+                    return
                 job.committed = True
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(local_commit)
                 await fan.commit(encode_trailer(trailer))
+            if local_error:
+                raise local_error[0]
         obj._metrics.appends.inc()
         return manifest
 

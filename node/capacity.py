@@ -16,14 +16,23 @@ consistent; a write that starts just below the threshold may overshoot it by its
 which ``reserve_bytes`` absorbs. A disk that fills up anyway (``ENOSPC``, e.g. another
 process) fails the write with the same kind (``is_no_space``): the store's commit protocol
 never exposes a partly written object.
+
+A real ``ENOSPC`` also teaches the guard: the OS said "full" while ``statvfs`` still showed some
+bytes free (a write bigger than what is left, filesystem overhead, another process), so from the
+first one on (``no_space()``, the store's count, went up) the disk free space measured then is
+held back too (``learned_reserve``). ``free`` drops to about 0: the node reports itself full,
+placement avoids it and new writes are refused at their start, with the same clear error. It
+comes back once that much space is freed (deletes and compaction, or a bigger disk), and the
+learned reserve is forgotten at restart (a new ENOSPC teaches it again).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from proto.errors import Unavailable
 
@@ -40,8 +49,12 @@ def disk_free(path: Path) -> int:
 
 class SpaceGuard:
     def __init__(self, data_dir: Path, *, capacity_bytes: int, reserve_bytes: int, used: Callable[[], int],
-                 node_id: str, disk: Callable[[Path], int] = disk_free) -> None:
+                 node_id: str, disk: Callable[[Path], int] = disk_free,
+                 no_space: Callable[[], int] = lambda: 0) -> None:
         self._dir = data_dir
+        self._no_space = no_space
+        self._seen_no_space = no_space()
+        self.learned_reserve = 0
         self.capacity_bytes = capacity_bytes
         self.reserve_bytes = reserve_bytes
         self._used = used
@@ -51,7 +64,12 @@ class SpaceGuard:
 
     def free(self) -> int:
         """Bytes the node may still store (what it reports to the coordinator)."""
-        return max(0, min(self.capacity_bytes - self._used(), self._disk(self._dir) - self.reserve_bytes))
+        disk = self._disk(self._dir)
+        seen = self._no_space()
+        if seen != self._seen_no_space:  # a real ENOSPC since: what statvfs shows now is not usable
+            self._seen_no_space = seen
+            self.learned_reserve = max(0, disk - self.reserve_bytes)
+        return max(0, min(self.capacity_bytes - self._used(), disk - self.reserve_bytes - self.learned_reserve))
 
     def full(self) -> bool:
         return self.free() <= self.capacity_bytes * FULL_RATIO
@@ -77,3 +95,23 @@ def insufficient_storage(node_id: str, detail: str) -> Unavailable:
 
 def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def local_storage_error(node_id: str, exc: OSError) -> Unavailable:
+    """The typed error for a local disk failure: ``InsufficientStorage`` for a full disk."""
+    if is_no_space(exc):
+        return insufficient_storage(node_id, "the disk is full")
+    return Unavailable(f"local storage error on {node_id}: {exc.strerror or exc}", kind="StorageError")
+
+
+def no_space_as_error(handler: Callable[[Any], Awaitable[Any]], node_id: str) -> Callable[[Any], Awaitable[Any]]:
+    """Wrap an RPC handler so that a full disk (``ENOSPC`` from any store write: a delete's log
+    record, a replica's blob, an index update) answers ``InsufficientStorage``, never Internal."""
+    async def handle(call: Any) -> Any:
+        try:
+            return await handler(call)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise insufficient_storage(node_id, "the disk is full") from None
+            raise
+    return handle

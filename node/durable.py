@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -41,6 +42,14 @@ _round_due: weakref.WeakKeyDictionary[ObjectStore, bool] = weakref.WeakKeyDictio
 async def commit(store: ObjectStore, incoming: IncomingFile, bucket_id: bytes, key: str, object_id: bytes,
                  size: int, manifest: bytes) -> Any:
     """``store.commit(...)``'s result (the previous object id or None), durable when it returns."""
+    return await (await stage(store, incoming, bucket_id, key, object_id, size, manifest))()
+
+
+async def stage(store: ObjectStore, incoming: IncomingFile, bucket_id: bytes, key: str, object_id: bytes,
+                size: int, manifest: bytes) -> Callable[[], Awaitable[Any]]:
+    """``commit`` in two steps: the record is written when this returns (a full disk fails here,
+    with ``OSError``, changing nothing: the primary stages before its replicas commit), and the
+    returned coroutine function waits until it is durable and applied (``commit``'s result)."""
     if incoming.inline and incoming.published and incoming.size <= LOOP_COMMIT_BYTES:
         token = trio.lowlevel.current_trio_token()
         loop_thread = threading.get_ident()
@@ -55,14 +64,21 @@ async def commit(store: ObjectStore, incoming: IncomingFile, bucket_id: bytes, k
         in_loop = store.log.last_sync_s <= LOOP_SYNC_MAX_S
         result = store.try_commit(bucket_id, key, object_id, size, manifest, notify=notify, wake=not in_loop)
         if result is not None:
-            with trio.CancelScope(shield=True):  # the record is in the log: its outcome is ours
-                if in_loop and not _round_due.get(store):
-                    _round_due[store] = True  # this task leads the round
-                    try:
-                        await trio.lowlevel.cancel_shielded_checkpoint()  # the round's others append
-                    finally:
-                        _round_due[store] = False
-                    store.log.sync_pending()
-                await done.wait()
-            return result()
-    return await trio.to_thread.run_sync(store.commit, bucket_id, key, object_id, size, manifest)
+            async def finish_in_loop() -> Any:
+                with trio.CancelScope(shield=True):  # the record is in the log: its outcome is ours
+                    if in_loop and not _round_due.get(store):
+                        _round_due[store] = True  # this task leads the round
+                        try:
+                            await trio.lowlevel.cancel_shielded_checkpoint()  # the round's others append
+                        finally:
+                            _round_due[store] = False
+                        store.log.sync_pending()
+                    await done.wait()
+                return result()
+            return finish_in_loop
+    wait = await trio.to_thread.run_sync(store.stage_commit, bucket_id, key, object_id, size, manifest)
+
+    async def finish_in_thread() -> Any:
+        with trio.CancelScope(shield=True):  # the record is in the log: its outcome is ours
+            return await trio.to_thread.run_sync(wait)
+    return finish_in_thread

@@ -62,10 +62,11 @@ async def serve(cfg: NodeConfig, life: Lifecycle, *, clock: Callable[[], float] 
     store = await trio.to_thread.run_sync(ObjectStore.open, cfg.data_dir)
     try:
         space = SpaceGuard(cfg.data_dir, capacity_bytes=cfg.capacity_bytes, reserve_bytes=cfg.reserve_bytes,
-                           used=lambda: store.used_bytes, node_id=cfg.node_id)
+                           used=lambda: store.used_bytes, node_id=cfg.node_id,
+                           no_space=lambda: store.no_space_errors)
         usage = space.usage
         node_metrics.bind_store(used=lambda: store.used_bytes, free=space.free,
-                                objects=lambda: store.object_count)
+                                objects=lambda: store.object_count, no_space=lambda: store.no_space_errors)
         async with open_rpc_pool(cfg.tls.client_context(), default_timeout_s=cfg.rpc_timeout_s) as pool:
             kms = pool.client(cfg.kms.host, cfg.kms.port, "kms")
             coordinator = pool.client(cfg.coordinator.host, cfg.coordinator.port, "coordinator")

@@ -43,6 +43,9 @@ class NodeMetrics:
                                "(node/capacity.py).",
                                registry=reg)
         self.objects = Gauge("onezone_node_objects", "Objects in this node's index.", registry=reg)
+        self.no_space_errors = Gauge("onezone_node_no_space_errors",
+                                     "Writes that failed because the disk was really full (ENOSPC) since "
+                                     "the node started.", registry=reg)
         self.repair_running = Gauge("onezone_node_repair_running", "Replica syncs (repairs) in progress.",
                                     registry=reg)
         self.repair_keys = Counter("onezone_node_repair_keys", "Keys compared by replica syncs.", registry=reg)
@@ -61,7 +64,9 @@ class NodeMetrics:
                                         "Bytes of dead data in closed log segments, at the last compaction pass.",
                                         registry=reg)
 
-    def bind_store(self, *, used: Callable[[], int], free: Callable[[], int], objects: Callable[[], int]) -> None:
+    def bind_store(self, *, used: Callable[[], int], free: Callable[[], int], objects: Callable[[], int],
+                   no_space: Callable[[], int] = lambda: 0) -> None:
+        self.no_space_errors.set_function(no_space)
         self.disk_used.set_function(used)
         self.disk_free.set_function(free)
         self.objects.set_function(objects)

@@ -51,7 +51,7 @@ from typing import Any
 import trio
 
 from node.buckets import BucketCache, BucketRecord, Replica
-from node.capacity import is_no_space
+from node.capacity import local_storage_error
 from node.chunk_codec import derive_object_key, seal_chunk
 from node.keycache import BucketKeyCache
 from node.manifest import (
@@ -290,8 +290,7 @@ class ObjectService:
                     nursery.cancel_scope.cancel()
                 except OSError as exc:
                     log.error("event=local_write_failed bucket=%s error=%s", bucket, exc)
-                    error = Unavailable(f"local storage error on {self.node_id}: {exc.strerror or exc}",
-                                        kind="InsufficientStorage" if is_no_space(exc) else "StorageError")
+                    error = local_storage_error(self.node_id, exc)
                     nursery.cancel_scope.cancel()
         finally:
             inflight.remove(rec.epoch)
@@ -350,10 +349,18 @@ class ObjectService:
             trailer["epoch"] = job.record.epoch
             job.committing = True
             result: list[bytes | None] = []
+            local_error: list[OSError] = []
+            # the local record is written first: a full disk fails the write here, before any
+            # replica is told to commit (the replicas then discard the body)
+            finish_local = await durable.stage(self._store, job.incoming, rec.bucket_id, job.key, job.object_id,
+                                               job.size, encode_manifest(manifest))
 
             async def local_commit() -> None:
-                result.append(await durable.commit(self._store, job.incoming, rec.bucket_id, job.key, job.object_id,
-                                                   job.size, encode_manifest(manifest)))
+                try:
+                    result.append(await finish_local())
+                except OSError as exc:  # raised as itself below, not as a group
+                    local_error.append(exc)
+                    return
                 job.committed = True
 
             # the local commit (its own group-committed fsync) runs while the replicas commit
@@ -368,6 +375,8 @@ class ObjectService:
                 except RpcError as exc:
                     failed = exc  # raised as itself once the local commit is done, not as a group
                 self._metrics.replication_duration.observe(trio.current_time() - body_done)
+            if local_error:
+                raise local_error[0]
             if failed is not None:
                 raise failed
             old = result[0]

@@ -34,10 +34,24 @@ A segment grows to ``max_bytes`` and is then closed (fsynced by the next batch) 
 started (its directory entry fsynced before any record goes in). An fsync failure poisons the
 log: the page cache state is unknown after a failed fsync, so every later append raises
 ``OSError`` until the node restarts and replays what is really on disk.
+
+A full disk (``ENOSPC``) changes nothing: a write that fails (maybe after a short write: the fd
+is ``O_APPEND``, the torn bytes sit at the file's end) is cut off again (``ftruncate`` back to
+the recorded size) before the error goes back, so the next record lands exactly where the log
+says; a new segment that cannot be created whole is unlinked; a batch whose ``apply_batch``
+fails (the index could not be updated: e.g. SQLite's ``database or disk is full``) is cut off
+the log together with the ops appended after it (they fail with the same error: none was
+acknowledged), so a restart does not replay what its writers were told failed. When the cut is
+impossible (the ``ftruncate`` fails, or the batch started in an earlier segment) the log is
+poisoned as after an fsync failure. A log opened on a full disk has no active segment yet
+(``seq`` is reserved, no file): reads go on, and the first append creates it (or fails with
+``ENOSPC``, changing nothing). ``no_space_errors`` counts the ``ENOSPC`` failures (the
+node then reports itself full: ``node.capacity``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -51,10 +65,12 @@ Build = Callable[[int, int], tuple[bytes, Callable[[Any], Any]]]
 
 
 class _Op:
-    __slots__ = ("apply", "result", "error", "done", "notify")
+    __slots__ = ("apply", "result", "error", "done", "notify", "pos")
 
-    def __init__(self, apply: Callable[[Any], Any], notify: Callable[[], Any] | None = None) -> None:
+    def __init__(self, apply: Callable[[Any], Any], notify: Callable[[], Any] | None = None,
+                 pos: tuple[int, int] = (0, 0)) -> None:
         self.apply = apply
+        self.pos = pos  # (segment seq, offset) where its bytes start
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
@@ -102,10 +118,17 @@ class SegmentLog:
         self.fsyncs = 0
         self.batched_ops = 0
         self.last_sync_s = 0.0               # how long the latest round's fdatasync took
+        self.no_space_errors = 0             # writes refused because the disk is full
         self.seq = 0
         self._fd = -1
         self._size = 0
-        self._open_new()
+        try:
+            self._open_new()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk at start: open anyway (reads go on); the first append makes the segment
+            self.seq, self._size = self._next_seq(), FILE_HEADER_SIZE
         self._thread = threading.Thread(target=self._sync_loop, name="segment-sync", daemon=True)
         self._thread.start()
 
@@ -114,25 +137,78 @@ class SegmentLog:
         with self._lock:
             return self.seq, self._size
 
+    def _count(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.no_space_errors += 1
+
     def _open_new(self) -> None:
         seq = self._next_seq()
         path = self._dir / segment_name(KIND_LOG, seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        write_all(fd, encode_file_header(KIND_LOG, seq))
-        os.fdatasync(fd)
-        fsync_dir(self._dir)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self._count(exc)
+            raise
+        try:
+            write_all(fd, encode_file_header(KIND_LOG, seq))
+            os.fdatasync(fd)
+            fsync_dir(self._dir)
+        except OSError as exc:  # e.g. ENOSPC: no half-made segment stays behind
+            self._count(exc)
+            os.close(fd)
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            raise
         if self._fd >= 0:
             self._rotated.append(self._fd)
         self.seq, self._fd, self._size = seq, fd, FILE_HEADER_SIZE
         self._on_grow(FILE_HEADER_SIZE)
 
     def _write_locked(self, data: bytes, apply: Callable[[Any], Any], notify: Callable[[], Any] | None) -> _Op:
-        write_all(self._fd, data)
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            self._count(exc)
+            self._cut(self._size, exc)  # a short write's torn bytes must not stay at the end
+            raise
+        op = _Op(apply, notify, (self.seq, self._size))
         self._size += len(data)
         self._on_grow(len(data))
-        op = _Op(apply, notify)
         self._pending.append(op)
         return op
+
+    def _cut(self, size: int, cause: BaseException) -> bool:
+        """Truncate the active segment back to ``size`` (under ``_lock``); on failure poison the
+        log (its end is unknown). True if cut."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self._failed = f"a failed write ({cause}) could not be cut off the log: {exc}"
+            return False
+        if size < self._size:
+            self._on_grow(size - self._size)
+            self._size = size
+        return True
+
+    def _unwind(self, batch: list[_Op], exc: BaseException) -> list[_Op]:
+        """After ``apply_batch`` failed: cut the batch, and every op appended after it, off the
+        log (they fail with ``exc``); the later ops failed. Poisons the log if it cannot."""
+        with self._lock:
+            later, self._pending = self._pending, []
+            seq, start = batch[0].pos
+            if seq != self.seq or self._rotated or not self._cut(start, exc):
+                self._failed = self._failed or f"an index update failed ({exc}) and could not be undone"
+                self._pending = later  # still synced and applied by the next round
+                return []
+            try:
+                os.fdatasync(self._fd)
+            except OSError as err:
+                self._failed = str(err)
+        for o in later:
+            o.error = exc
+        return later
 
     def _wake_sync(self) -> None:
         with self._work:
@@ -140,19 +216,30 @@ class SegmentLog:
 
     def append(self, build: Build) -> Any:
         """Append ``build(seq, offset)``'s bytes, wait until durable and applied; the apply's result."""
+        return self.wait(self.submit(build))
+
+    def wait(self, op: _Op) -> Any:
+        """Wait until a submitted op is durable and applied; its apply's result (or error)."""
+        with self._cond:
+            while not op.done:
+                self._cond.wait()
+        return op.outcome()
+
+    def submit(self, build: Build) -> _Op:
+        """Append ``build(seq, offset)``'s bytes (page cache: a full disk fails here, changing
+        nothing) and wake the sync thread; ``wait(op)`` for the outcome."""
         with self._lock:
             if self._failed:
                 raise OSError(f"the segment log failed earlier ({self._failed}); restart the node")
+            if self._fd < 0:
+                self._open_new()
             data, apply = build(self.seq, self._size)
             if self._size > FILE_HEADER_SIZE and self._size + len(data) > self._max:
                 self._open_new()
                 data, apply = build(self.seq, self._size)
             op = self._write_locked(data, apply, None)
         self._wake_sync()
-        with self._cond:
-            while not op.done:
-                self._cond.wait()
-        return op.outcome()
+        return op
 
     def try_submit(self, build: Build, notify: Callable[[], Any], *, wake: bool = True) -> _Op | None:
         """Append without blocking; ``notify()`` is called (from whichever thread syncs the
@@ -164,6 +251,8 @@ class SegmentLog:
         try:
             if self._failed:
                 raise OSError(f"the segment log failed earlier ({self._failed}); restart the node")
+            if self._fd < 0:
+                return None
             data, apply = build(self.seq, self._size)
             if self._size > FILE_HEADER_SIZE and self._size + len(data) > self._max:
                 return None
@@ -189,7 +278,7 @@ class SegmentLog:
     def rotate(self) -> int:
         """Close the active segment (if it holds records) and start a new one; the new seq."""
         with self._lock:
-            if self._size > FILE_HEADER_SIZE:
+            if self._fd >= 0 and self._size > FILE_HEADER_SIZE:
                 self._open_new()
             return self.seq
 
@@ -232,9 +321,11 @@ class SegmentLog:
             try:
                 self._apply_batch(batch, end)
             except BaseException as exc:  # noqa: BLE001 - handed to every writer of the batch
+                self._count(exc)
                 for o in batch:
                     if o.error is None:
                         o.error = exc
+                batch = batch + self._unwind(batch, exc)
         finally:
             with self._cond:
                 for o in batch:

@@ -14,6 +14,7 @@ from typing import Any
 from node.manifest import check_key, parse_replica_meta, parse_user_fields
 from node.objects import ObjectService
 from node.append import Appender
+from node.capacity import no_space_as_error
 from node.complete import Completer
 from node.manifest import MAX_CHUNK_BYTES, MAX_PARTS
 from node.rename import Conditions, Renamer
@@ -153,7 +154,7 @@ class NodeHandlers:
             "ReplicaAppend": self.replica_append, "CompleteMultipart": self.complete_multipart,
             "ReplicaComplete": self.replica_complete,
         }
-        return table
+        return {method: no_space_as_error(h, self._objects.node_id) for method, h in table.items()}
 
     @staticmethod
     def _begin(call: Call) -> dict[str, Any]:

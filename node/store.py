@@ -38,10 +38,18 @@ tail (never acknowledged) is cut off. Nothing is visible before its COMMIT recor
 Space: an overwritten or deleted version's extent row goes (``delete_data``); a blob file is
 unlinked at once, log space is reclaimed by compaction (``node.compaction``), which moves live
 small extents with ``rewrite`` (a conditional COMMIT record) and then deletes old segments.
+
+A full disk changes nothing: every write path fails with ``OSError`` ``ENOSPC`` (never an
+``sqlite3`` error: SQLite's ``database or disk is full`` is mapped, and its transaction rolled
+back if SQLite did not already) and leaves the store as it was. The log cuts a failed record
+or batch off again (``node.segment_log``), a blob that cannot be written is cut back or
+discarded with its object, and ``delete_data`` that cannot update the index leaves the old
+extent as garbage that the next ``open`` removes. ``no_space_errors`` counts these failures.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -83,6 +91,24 @@ class Extent:
 
 class BucketFenced(OSError):
     """A write to a bucket whose local copy is being collected (``ObjectStore.fence``)."""
+
+
+SQLITE_FULL = 13  # "database or disk is full"
+
+
+def index_error(exc: sqlite3.Error) -> OSError:
+    """The OSError for a failed index update: ``ENOSPC`` for SQLite's "disk is full"."""
+    full = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL or "is full" in str(exc)
+    return OSError(errno.ENOSPC if full else errno.EIO, f"the index cannot be updated: {exc}")
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it does on SQLITE_FULL)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _check_ids(bucket_id: bytes, object_id: bytes) -> None:
@@ -130,15 +156,32 @@ class IncomingFile:
             self._spill()
             return
         assert self._fd is not None
-        write_all(self._fd, data)
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:  # the object is aborted: cut the torn bytes so the space is counted right
+            self._store._count(exc)
+            try:
+                os.ftruncate(self._fd, FILE_HEADER_SIZE + self.size - len(data))
+            except OSError:
+                pass
+            raise
         self._store._grow(len(data))
 
     def _spill(self) -> None:
         self.blob_seq = self._store._new_seq()
         path = self._store.incoming_dir / segment_name(KIND_BLOB, self.blob_seq)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        assert self._buf is not None
-        write_all(self._fd, encode_file_header(KIND_BLOB, self.blob_seq) + self._buf)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            assert self._buf is not None
+            write_all(self._fd, encode_file_header(KIND_BLOB, self.blob_seq) + self._buf)
+        except OSError as exc:
+            self._store._count(exc)
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+                path.unlink()  # never counted in used_bytes
+            self.blob_seq = None
+            raise
         self._store._grow(FILE_HEADER_SIZE + len(self._buf))
         self._buf = None
 
@@ -148,12 +191,19 @@ class IncomingFile:
         if self._gone or self.published:
             raise ValueError("incoming file is closed")
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            name = segment_name(KIND_BLOB, self.blob_seq)  # type: ignore[arg-type]
-            os.rename(self._store.incoming_dir / name, self._store.segments_dir / name)
-            fsync_dir(self._store.segments_dir)
+            try:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+                name = segment_name(KIND_BLOB, self.blob_seq)  # type: ignore[arg-type]
+                os.rename(self._store.incoming_dir / name, self._store.segments_dir / name)
+                fsync_dir(self._store.segments_dir)
+            except OSError as exc:  # the caller aborts: the blob goes wherever it is
+                self._store._count(exc)
+                self.published = (self._store.segments_dir / segment_name(KIND_BLOB, self.blob_seq)).exists()
+                if self.published:  # renamed, but its directory entry is not durable: not published
+                    self.abort()
+                raise
         self.published = True
 
     def abort(self) -> None:
@@ -223,6 +273,7 @@ class ObjectStore:
         self._seq = next_seq
         self._writing: dict[tuple[bytes, bytes], IncomingFile] = {}
         self._fenced: set[bytes] = set()   # buckets whose stale copy is being collected (node.stale_gc)
+        self._no_space = 0
         self.log = SegmentLog(self.segments_dir, next_seq=self._new_seq, max_bytes=segment_max_bytes,
                               apply_batch=self._apply_batch, on_grow=self._grow)
 
@@ -255,7 +306,10 @@ class ObjectStore:
                 rdb.close()
             raise
         with store._dblock:
-            set_applied(db, store.log.position)
+            try:
+                set_applied(db, store.log.position)
+            except sqlite3.OperationalError as exc:  # a full disk: the next batch records it
+                log.warning("event=store_position_not_recorded error=%s", exc)
         log.info("event=store_open data_dir=%s format=segments-v1 objects=%d used_bytes=%d live_bytes=%d "
                  "segments=%d replayed=%d truncated_bytes=%d incoming_removed=%d orphans_removed=%d "
                  "bytes_removed=%d missing=%d", data_dir, count, store.used_bytes, recovery.live_bytes,
@@ -274,6 +328,16 @@ class ObjectStore:
         with self._seqlock:
             self._seq += 1
             return self._seq
+
+    @property
+    def no_space_errors(self) -> int:
+        """How many writes failed because the disk is full (ENOSPC), since open."""
+        return self._no_space + self.log.no_space_errors
+
+    def _count(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            with self._seqlock:
+                self._no_space += 1
 
     def _grow(self, delta: int) -> None:
         with self._seqlock:
@@ -320,8 +384,16 @@ class ObjectStore:
         Raises:
             ValueError: the data was not published; OSError: the disk failed.
         """
+        return self.stage_commit(bucket_id, key, object_id, size, manifest, extent_id=extent_id, runs=runs)()
+
+    def stage_commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
+                     extent_id: bytes | None = None, runs: list[bytes] | None = None) -> Callable[[], bytes | None]:
+        """``commit`` in two steps: write the records now (a full disk fails here, before the
+        caller lets anyone else commit) and return ``result``, which blocks until they are
+        durable and applied and returns what ``commit`` would have."""
         build, finish = self._commit_plan(bucket_id, key, object_id, size, manifest, extent_id=extent_id, runs=runs)
-        return finish(self.log.append(build))
+        op = self.log.submit(build)
+        return lambda: finish(self.log.wait(op))
 
     def try_commit(self, bucket_id: bytes, key: str, object_id: bytes, size: int, manifest: bytes, *,
                    notify: Callable[[], Any], wake: bool = True) -> Callable[[], bytes | None] | None:
@@ -446,18 +518,26 @@ class ObjectStore:
         return done, old
 
     def _apply_batch(self, batch: list, end: tuple[int, int]) -> None:
+        """Apply a batch in one transaction; a failure that ends the transaction (SQLite rolls
+        back by itself on "disk is full") fails the whole batch with ``index_error``'s OSError."""
+        db = self._db
         with self._dblock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                db.execute("BEGIN IMMEDIATE")
                 for op in batch:
                     try:
-                        op.result = op.apply(self._db)
+                        op.result = op.apply(db)
                     except sqlite3.Error as exc:
+                        if not db.in_transaction or index_error(exc).errno == errno.ENOSPC:
+                            raise
                         op.error = OSError(f"index update failed: {exc}")
-                set_applied(self._db, end)
-                self._db.execute("COMMIT")
+                set_applied(db, end)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(db)
+                raise index_error(exc) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     def delete_data(self, bucket_id: bytes, object_id: bytes) -> None:
@@ -468,8 +548,8 @@ class ObjectStore:
         blobs = []
         with self._dblock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
+                db.execute("BEGIN IMMEDIATE")
                 ids = [object_id] + [bytes(r[0]) for r in db.execute(
                     "SELECT extent_id FROM runs WHERE bucket_id = ? AND owner = ?", (bucket_id, object_id))]
                 db.execute("DELETE FROM runs WHERE bucket_id = ? AND owner = ?", (bucket_id, object_id))
@@ -487,8 +567,15 @@ class ObjectStore:
                     if row[1] == FILE_HEADER_SIZE:
                         blobs.append(row[0])
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:  # e.g. the disk is full: the write that called us is done
+                _rollback(db)
+                err = index_error(exc)
+                self._count(err)
+                log.warning("event=delete_data_deferred bucket_id=%s object_id=%s error=%s (the next start "
+                            "removes the garbage)", bucket_id.hex(), object_id.hex(), err.strerror)
+                return
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         for seq in blobs:
             self._unlink_segment(self.segment_path(seq, KIND_BLOB))
@@ -635,9 +722,12 @@ class ObjectStore:
         if seq >= self.log.position[0]:
             return 0
         with self._dblock:
-            if self._db.execute("SELECT 1 FROM extents WHERE seq = ? LIMIT 1", (seq,)).fetchone():
-                return 0
-            self._db.execute("PRAGMA wal_checkpoint(FULL)")
+            try:
+                if self._db.execute("SELECT 1 FROM extents WHERE seq = ? LIMIT 1", (seq,)).fetchone():
+                    return 0
+                self._db.execute("PRAGMA wal_checkpoint(FULL)")
+            except sqlite3.Error as exc:  # e.g. the disk is full: the segment stays
+                raise index_error(exc) from exc
         path = self.segment_path(seq, KIND_LOG)
         try:
             size = path.stat().st_size

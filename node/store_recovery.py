@@ -95,13 +95,18 @@ def recover(data_dir: Path, db: sqlite3.Connection) -> tuple[Recovery, int, int]
 
     replayed, truncated = _replay(db, logs)
 
-    db.execute("BEGIN IMMEDIATE")
-    db.execute("DELETE FROM runs WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = runs.bucket_id "
-               "AND o.object_id = runs.owner)")
-    db.execute("DELETE FROM extents WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = extents.bucket_id "
-               "AND o.object_id = extents.object_id) AND NOT EXISTS (SELECT 1 FROM runs r WHERE "
-               "r.bucket_id = extents.bucket_id AND r.extent_id = extents.object_id)")
-    db.execute("COMMIT")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM runs WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = runs.bucket_id "
+                   "AND o.object_id = runs.owner)")
+        db.execute("DELETE FROM extents WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = extents.bucket_id "
+                   "AND o.object_id = extents.object_id) AND NOT EXISTS (SELECT 1 FROM runs r WHERE "
+                   "r.bucket_id = extents.bucket_id AND r.extent_id = extents.object_id)")
+        db.execute("COMMIT")
+    except sqlite3.OperationalError as exc:  # e.g. the disk is full: garbage stays until a later start
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        log.warning("event=store_garbage_kept error=%s (removed at a later start)", exc)
     sizes = {seq: p.stat().st_size for seq, p in logs}
     sizes.update({seq: p.stat().st_size for seq, p in blobs.items()})
     missing = 0

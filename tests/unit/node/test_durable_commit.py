@@ -4,6 +4,7 @@ thread): durable and applied before they return, batched, and the thread path wh
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import trio
@@ -146,7 +147,11 @@ async def test_a_slow_disk_moves_small_commits_back_to_the_sync_thread(store, fs
     assert await durable.commit(store, f, B1, "slow", oid(300), 100, b"m") is None
     assert fsync_threads == [store.log._thread.ident]  # synced by the sync thread, woken for it
     assert store.get(B1, "slow").manifest == b"m"
-    # that round was fast again: the next small commit syncs in the loop
+    # that round was fast again: the next small commit syncs in the loop (once the sync thread
+    # is back asleep: one still looking for work would take the record itself, which is fine too)
+    deadline = time.monotonic() + 5
+    while not store.log._work._waiters and time.monotonic() < deadline:
+        time.sleep(0.001)
     store.log.last_sync_s = 0.0
     f = incoming(store, 301, b"t" * 100)
     assert await durable.commit(store, f, B1, "fast", oid(301), 100, b"m") is None
