@@ -718,16 +718,22 @@ class ObjectStore:
 
     def drop_segment(self, seq: int) -> int:
         """Delete closed log segment ``seq`` once no extent is in it; its size, or 0 if it is still
-        used (or active). The index is checkpointed first (fsynced): it must not need the segment."""
+        used (or active), or the index could not be checkpointed whole. The index is checkpointed
+        first (fsynced): after a power loss it must not need the segment."""
         if seq >= self.log.position[0]:
             return 0
         with self._dblock:
             try:
                 if self._db.execute("SELECT 1 FROM extents WHERE seq = ? LIMIT 1", (seq,)).fetchone():
                     return 0
-                self._db.execute("PRAGMA wal_checkpoint(FULL)")
+                # PASSIVE: never waits for readers (FULL would, up to the 5 s busy timeout, with
+                # every writer held off by _dblock); a reader's snapshot may keep it from
+                # copying everything, and then the segment stays for a later pass
+                busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:  # e.g. the disk is full: the segment stays
                 raise index_error(exc) from exc
+            if busy or copied < frames:
+                return 0  # the index may still need the segment after a power loss: later
         path = self.segment_path(seq, KIND_LOG)
         try:
             size = path.stat().st_size

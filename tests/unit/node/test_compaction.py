@@ -64,3 +64,27 @@ def test_compaction_reclaims_space_while_writes_go_on(tmp_path):
     assert reopened.recovery.missing == 0 and reopened.get(B, "k5") is not None
     assert reopened.open_data(B, reopened.get(B, "k5").object_id).pread(0, 3) == b"\x03\x03\x03"
     reopened.close()
+
+
+def test_a_segment_is_kept_while_a_reader_holds_the_index_checkpoint_back(tmp_path):
+    """drop_segment deletes a segment only once the index no longer needs it on disk: a FULL
+    checkpoint that a reader kept from finishing leaves the segment for a later pass."""
+    import sqlite3
+
+    store = ObjectStore.open(tmp_path / "s", segment_max_bytes=16 * 1024)
+    try:
+        for i in range(12):
+            put(store, "k", i, bytes([i]) * 3000)  # one key overwritten: old segments hold only garbage
+        first = min(seq for seq in range(1, store.log.position[0]) if store.segment_path(seq, 1).exists())
+        assert store.extents_in(first) == []
+        reader = sqlite3.connect(store.data_dir / "index.db", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM objects").fetchone()  # a read snapshot of the WAL as it is
+        put(store, "k", 100, b"z" * 3000)  # frames the reader's snapshot does not include
+        assert store.drop_segment(first) == 0 and store.segment_path(first, 1).exists()
+        reader.execute("COMMIT")
+        reader.close()
+        assert store.drop_segment(first) > 0 and not store.segment_path(first, 1).exists()
+        assert store.read_extent(store.locate(B, oid(100))) == b"z" * 3000
+    finally:
+        store.close()
