@@ -35,6 +35,18 @@ started (its directory entry fsynced before any record goes in). An fsync failur
 log: the page cache state is unknown after a failed fsync, so every later append raises
 ``OSError`` until the node restarts and replays what is really on disk.
 
+Preallocation: an fdatasync that also has to make a longer file size durable commits the
+filesystem's journal (ext4: about twice the time of one that only flushes data pages: 0.26 vs
+0.13 ms here for a 4.6 KB record). So the active segment is kept zero-filled ahead of the
+write position, as databases do with their WAL: when fewer than ``PREALLOC_LOW`` bytes of
+zeros are left, the sync thread writes ``PREALLOC_STEP`` more (under ``_lock``, beyond every
+record, so it can never overwrite one) and fdatasyncs them (outside the lock, on a dup of the
+fd); records are then written in place (``pwrite`` at the log's size, not ``O_APPEND``), and
+their fsyncs flush data only. A writer that outruns it just extends the file as before. The
+zero tail is cut off when the segment is closed (rotation: before the next segment exists;
+``close``); after a crash, recovery trims it from the newest segment (``store_recovery``:
+reported as preallocation, not as a torn write).
+
 A full disk (``ENOSPC``) changes nothing: a write that fails (maybe after a short write: the fd
 is ``O_APPEND``, the torn bytes sit at the file's end) is cut off again (``ftruncate`` back to
 the recorded size) before the error goes back, so the next record lands exactly where the log
@@ -52,6 +64,7 @@ node then reports itself full: ``node.capacity``).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
@@ -60,6 +73,8 @@ from pathlib import Path
 from typing import Any
 
 from node.segments import FILE_HEADER_SIZE, KIND_LOG, encode_file_header, segment_name
+
+log = logging.getLogger(__name__)
 
 Build = Callable[[int, int], tuple[bytes, Callable[[Any], Any]]]
 
@@ -98,6 +113,18 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+PREALLOC_STEP = 1024 * 1024  # zeros written per preallocation step
+PREALLOC_LOW = 512 * 1024    # a step is due when fewer zeros than this are left ahead
+_ZEROS = bytes(PREALLOC_STEP)
+
+
 class SegmentLog:
     def __init__(self, seg_dir: Path, *, next_seq: Callable[[], int], max_bytes: int,
                  apply_batch: Callable[[list[_Op], tuple[int, int]], None],
@@ -122,6 +149,11 @@ class SegmentLog:
         self.seq = 0
         self._fd = -1
         self._size = 0
+        self._file_end = 0                   # the active segment's length (records, then zeros)
+        self._prealloc_due = False
+        self._prealloc_off = False           # preallocation failed (e.g. full disk): none in this segment
+        self._sync_wanted = False            # a writer woke the sync thread for a round
+        self.preallocated_bytes = 0
         try:
             self._open_new()
         except OSError as exc:
@@ -142,10 +174,16 @@ class SegmentLog:
             self.no_space_errors += 1
 
     def _open_new(self) -> None:
+        if self._fd >= 0 and self._file_end > self._size:
+            # the old segment loses its zero tail before the next one exists (recovery trims
+            # a tail only in the newest segment)
+            os.ftruncate(self._fd, self._size)
+            os.fdatasync(self._fd)
+            self._file_end = self._size
         seq = self._next_seq()
         path = self._dir / segment_name(KIND_LOG, seq)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             self._count(exc)
             raise
@@ -164,19 +202,25 @@ class SegmentLog:
         if self._fd >= 0:
             self._rotated.append(self._fd)
         self.seq, self._fd, self._size = seq, fd, FILE_HEADER_SIZE
+        self._file_end, self._prealloc_off = FILE_HEADER_SIZE, False
         self._on_grow(FILE_HEADER_SIZE)
+        self._prealloc_due = True
 
     def _write_locked(self, data: bytes, apply: Callable[[Any], Any], notify: Callable[[], Any] | None) -> _Op:
         try:
-            write_all(self._fd, data)
+            pwrite_all(self._fd, data, self._size)
         except OSError as exc:
             self._count(exc)
             self._cut(self._size, exc)  # a short write's torn bytes must not stay at the end
             raise
         op = _Op(apply, notify, (self.seq, self._size))
         self._size += len(data)
+        self._file_end = max(self._file_end, self._size)
         self._on_grow(len(data))
         self._pending.append(op)
+        if self._file_end - self._size < PREALLOC_LOW and not self._prealloc_off \
+                and self._file_end < self._max:
+            self._prealloc_due = True  # the sync thread is woken by the caller (or by the next wake)
         return op
 
     def _cut(self, size: int, cause: BaseException) -> bool:
@@ -187,6 +231,7 @@ class SegmentLog:
         except OSError as exc:
             self._failed = f"a failed write ({cause}) could not be cut off the log: {exc}"
             return False
+        self._file_end = size  # the zeros ahead went too
         if size < self._size:
             self._on_grow(size - self._size)
             self._size = size
@@ -201,6 +246,7 @@ class SegmentLog:
             if seq != self.seq or self._rotated or not self._cut(start, exc):
                 self._failed = self._failed or f"an index update failed ({exc}) and could not be undone"
                 self._pending = later  # still synced and applied by the next round
+                self._sync_wanted = True
                 return []
             try:
                 os.fdatasync(self._fd)
@@ -210,8 +256,12 @@ class SegmentLog:
             o.error = exc
         return later
 
-    def _wake_sync(self) -> None:
+    def _wake_sync(self, *, sync: bool = True) -> None:
+        """Wake the sync thread: for a sync round (``sync``), or only for preallocation (the
+        pending ops are then the event loop's to sync: ``sync_pending``)."""
         with self._work:
+            if sync:
+                self._sync_wanted = True
             self._work.notify()
 
     def append(self, build: Build) -> Any:
@@ -259,8 +309,8 @@ class SegmentLog:
             op = self._write_locked(data, apply, notify)
         finally:
             self._lock.release()
-        if wake:
-            self._wake_sync()
+        if wake or self._prealloc_due:
+            self._wake_sync(sync=wake)
         return op
 
     def sync_pending(self) -> None:
@@ -282,18 +332,53 @@ class SegmentLog:
                 self._open_new()
             return self.seq
 
+    def _preallocate(self) -> None:
+        """One preallocation step (sync thread): zeros beyond the file's end, written under
+        ``_lock`` (no record can be written there meanwhile) and fdatasynced outside it."""
+        with self._lock:
+            self._prealloc_due = False
+            if self._fd < 0 or self._failed or self._stopping or self._prealloc_off:
+                return
+            start = self._file_end
+            n = min(PREALLOC_STEP, self._max - start)
+            if n <= 0 or start - self._size >= PREALLOC_LOW:
+                return
+            try:
+                pwrite_all(self._fd, _ZEROS[:n], start)
+                fd = os.dup(self._fd)  # a rotation may close the segment's fd meanwhile
+            except OSError as exc:
+                self._prealloc_off = True  # e.g. a full disk: writers extend the file as before
+                self._count(exc)
+                try:
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass
+                log.warning("event=segment_prealloc_failed segment=%d error=%s", self.seq, exc)
+                return
+            self._file_end = start + n
+        try:
+            os.fdatasync(fd)
+            self.preallocated_bytes += n
+        except OSError:
+            pass  # the records' own fdatasync makes whatever they need durable
+        finally:
+            os.close(fd)
+
     def _sync_loop(self) -> None:
         while True:
             with self._work:
                 while True:
                     with self._lock:
-                        if self._pending or self._stopping:
+                        if self._sync_wanted or self._stopping or self._prealloc_due:
                             break
                     self._work.wait()
+            if self._prealloc_due:
+                self._preallocate()
             with self._synclock:
                 with self._lock:
-                    if not self._pending and not self._stopping:
-                        continue  # the event loop synced them meanwhile
+                    wanted, self._sync_wanted = self._sync_wanted, False
+                    if not (wanted and self._pending) and not self._stopping:
+                        continue  # synced meanwhile (by the event loop), or only zeros were due
                     batch, self._pending = self._pending, []
                     fds, self._rotated = self._rotated + [self._fd], []
                     end = (self.seq, self._size)
@@ -346,6 +431,11 @@ class SegmentLog:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
         with self._lock:
+            if self._fd >= 0 and self._file_end > self._size:
+                try:
+                    os.ftruncate(self._fd, self._size)  # no zero tail in a closed segment
+                except OSError:
+                    pass  # recovery trims it
             for fd in self._rotated + [self._fd]:
                 if fd < 0:
                     continue

@@ -9,7 +9,8 @@
 3. replays the log records after the position the index last applied (``applied_seq/offset``),
    in log order and exactly once, in one transaction; the first torn or corrupt record of the
    newest log segment ends the log and the file is truncated there (that write was never
-   acknowledged: its fsync had not returned). A corrupt record in an older segment is
+   acknowledged: its fsync had not returned; zeros after it are the log's preallocation, cut
+   too but not counted as torn). A corrupt record in an older segment is
    reported and replay of that segment stops;
 4. drops ``runs`` rows of versions no key points at, and extents that no index row (nor a live
    version's ``runs`` row) names (old versions whose deletion did not run, replayed
@@ -166,9 +167,16 @@ def _replay(db: sqlite3.Connection, logs: list[tuple[int, Path]]) -> tuple[int, 
                 pos = rec.end
             if pos < len(data):
                 if i == len(logs) - 1:
-                    truncated += len(data) - pos
-                    log.warning("event=store_torn_tail_truncated segment=%d offset=%d bytes=%d", seq, pos,
-                                len(data) - pos)
+                    # zeros past the last record are the log's preallocation (node.segment_log),
+                    # not a torn write: only what precedes them counts as torn
+                    torn = len(data[pos:].rstrip(b"\0"))
+                    truncated += torn
+                    if torn:
+                        log.warning("event=store_torn_tail_truncated segment=%d offset=%d bytes=%d", seq, pos,
+                                    torn)
+                    else:
+                        log.info("event=store_prealloc_trimmed segment=%d offset=%d bytes=%d", seq, pos,
+                                 len(data) - pos)
                     fd = os.open(path, os.O_WRONLY)
                     try:
                         os.ftruncate(fd, pos)

@@ -47,10 +47,11 @@ def test_a_really_full_disk_answers_503_naming_the_node_and_keeps_the_store_inta
             for key, body in objects.items():
                 s3.put_object(Bucket=name, Key=key, Body=body)
             # another process takes the disk, leaving 600 KiB: above the node's full threshold (1% of
-            # 24 MiB), so the write starts, and the kernel's ENOSPC stops it
+            # 24 MiB), so the write starts, and the kernel's ENOSPC stops it (3 MiB: more than the
+            # zeros the log has preallocated, which a small write would still have fitted in)
             filler = fill(data, leave=600 * 1024)
             with pytest.raises(Exception) as e:
-                s3.put_object(Bucket=name, Key="refused", Body=rng.randbytes(MIB))
+                s3.put_object(Bucket=name, Key="refused", Body=rng.randbytes(3 * MIB))
             err = e.value.response
             assert err["ResponseMetadata"]["HTTPStatusCode"] == 503 and err["Error"]["Code"] == "SlowDown", err
             assert "out of disk space" in err["Error"]["Message"] and primary in err["Error"]["Message"]

@@ -47,7 +47,10 @@ def put(store: ObjectStore, key: str, n: int, data: bytes) -> None:
 
 
 def snapshot(store: ObjectStore, disk) -> tuple:
-    files = sorted((p.name, p.stat().st_size) for p in (disk / "data" / "segments").iterdir())
+    # the files and what they hold, but the active log segment's preallocated zeros (the log
+    # adds and cuts those by itself: node/segment_log.py)
+    files = sorted((p.name, len(p.read_bytes().rstrip(b"\0")) if p.name.startswith("log-") else p.stat().st_size)
+                   for p in (disk / "data" / "segments").iterdir())
     rows, _ = store.list(B, limit=1000)
     return (store.log.position, files, sorted((r.key, r.object_id) for r in rows),
             list((disk / "data" / "incoming").iterdir()), store.used_bytes, store.object_count)
