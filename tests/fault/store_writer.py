@@ -21,6 +21,13 @@ def payload(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def plan(base: int, t: int, i: int) -> tuple[int, str, int, bytes, bytes]:
+    """Writer ``t``'s ``i``-th object: (seed, key, size, object id, data)."""
+    seed = base + t * 1_000_000 + i
+    size = 200_000 if i % 7 == 0 else 4096
+    return seed, f"t{t}/k{i % 5 if i % 5 == 0 else i}", size, seed.to_bytes(16, "big"), payload(seed, size)
+
+
 def main() -> None:
     store = ObjectStore.open(Path(sys.argv[1]), inline_max_bytes=64 * 1024, segment_max_bytes=2 * 1024 * 1024)
     bucket = b"B" * 16
@@ -32,11 +39,7 @@ def main() -> None:
         i = 0
         while True:
             i += 1
-            seed = base + t * 1_000_000 + i
-            key = f"t{t}/k{i % 5 if i % 5 == 0 else i}"
-            size = 200_000 if i % 7 == 0 else 4096
-            oid = seed.to_bytes(16, "big")
-            data = payload(seed, size)
+            seed, key, size, oid, data = plan(base, t, i)
             f = store.create_incoming(bucket, oid)
             f.write(data[:1000])
             f.write(data[1000:])
@@ -60,11 +63,7 @@ async def loop_writers(store: ObjectStore, bucket: bytes, base: int) -> None:
         i = 0
         while True:
             i += 1
-            seed = base + t * 1_000_000 + i
-            key = f"t{t}/k{i % 5 if i % 5 == 0 else i}"
-            size = 200_000 if i % 7 == 0 else 4096
-            oid = seed.to_bytes(16, "big")
-            data = payload(seed, size)
+            seed, key, size, oid, data = plan(base, t, i)
             f = store.create_incoming(bucket, oid)
             if f.fits(size):
                 f.write(data)  # in memory
