@@ -60,10 +60,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.segment_log import SegmentLog, fsync_dir, write_all
+from node.segment_log import SegmentLog, fsync_dir
 from node.segments import (FILE_HEADER_SIZE, KIND_BLOB, KIND_LOG, REC_COMMIT, REC_DATA, REC_HEADER_SIZE,
-                           REC_REMOVE, REC_RENAME, encode_file_header, encode_record, pack_fields, remove_payload,
+                           REC_REMOVE, REC_RENAME, encode_record, pack_fields, remove_payload,
                            rename_payload, segment_name)
+from node.store_files import DataFile, IncomingFile
+from node.store_gc import StaleCopyMixin
 from node.store_index import (IndexRow, NotApplied, apply_commit, apply_remove, apply_rename, open_index,
                               set_applied)
 from node.store_recovery import Recovery, recover
@@ -118,141 +120,7 @@ def _check_ids(bucket_id: bytes, object_id: bytes) -> None:
         raise ValueError(f"object_id must be {OBJECT_ID_BYTES} bytes")
 
 
-class IncomingFile:
-    """One object version being written. ``abort`` removes it whatever its state (idempotent)."""
-
-    def __init__(self, store: ObjectStore, bucket_id: bytes, object_id: bytes) -> None:
-        self._store = store
-        self.bucket_id = bucket_id
-        self.object_id = object_id
-        self.size = 0
-        self.crc = 0
-        self.published = False
-        self._buf: bytearray | None = bytearray()
-        self._fd: int | None = None
-        self.blob_seq: int | None = None
-        self._gone = False
-
-    @property
-    def inline(self) -> bool:
-        return self.blob_seq is None
-
-    def fits(self, n: int) -> bool:
-        """Whether writing ``n`` more bytes stays in memory (no file I/O: no thread needed)."""
-        return self._buf is not None and len(self._buf) + n <= self._store.inline_max_bytes
-
-    def data(self) -> bytes:
-        return bytes(self._buf or b"")
-
-    def write(self, data: bytes) -> None:
-        if self._gone or self.published:
-            raise ValueError("incoming file is closed")
-        self.crc = zlib.crc32(data, self.crc)
-        self.size += len(data)
-        if self._buf is not None:
-            self._buf += data
-            if len(self._buf) <= self._store.inline_max_bytes:
-                return
-            self._spill()
-            return
-        assert self._fd is not None
-        try:
-            write_all(self._fd, data)
-        except OSError as exc:  # the object is aborted: cut the torn bytes so the space is counted right
-            self._store._count(exc)
-            try:
-                os.ftruncate(self._fd, FILE_HEADER_SIZE + self.size - len(data))
-            except OSError:
-                pass
-            raise
-        self._store._grow(len(data))
-
-    def _spill(self) -> None:
-        self.blob_seq = self._store._new_seq()
-        path = self._store.incoming_dir / segment_name(KIND_BLOB, self.blob_seq)
-        try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            assert self._buf is not None
-            write_all(self._fd, encode_file_header(KIND_BLOB, self.blob_seq) + self._buf)
-        except OSError as exc:
-            self._store._count(exc)
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-                path.unlink()  # never counted in used_bytes
-            self.blob_seq = None
-            raise
-        self._store._grow(FILE_HEADER_SIZE + len(self._buf))
-        self._buf = None
-
-    def publish(self) -> None:
-        """Make the body durable: a blob is fsynced and moved into ``segments/``; a small body
-        is made durable by ``commit`` (together with its COMMIT record)."""
-        if self._gone or self.published:
-            raise ValueError("incoming file is closed")
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = None
-                name = segment_name(KIND_BLOB, self.blob_seq)  # type: ignore[arg-type]
-                os.rename(self._store.incoming_dir / name, self._store.segments_dir / name)
-                fsync_dir(self._store.segments_dir)
-            except OSError as exc:  # the caller aborts: the blob goes wherever it is
-                self._store._count(exc)
-                self.published = (self._store.segments_dir / segment_name(KIND_BLOB, self.blob_seq)).exists()
-                if self.published:  # renamed, but its directory entry is not durable: not published
-                    self.abort()
-                raise
-        self.published = True
-
-    def abort(self) -> None:
-        if self._gone:
-            return
-        self._gone = True
-        self._store._forget(self)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._buf = None
-        if self.blob_seq is not None:
-            where = self._store.segments_dir if self.published else self._store.incoming_dir
-            self._store._unlink_segment(where / segment_name(KIND_BLOB, self.blob_seq))
-
-
-class DataFile:
-    """One extent opened for reading (positional reads relative to the extent, thread-safe)."""
-
-    def __init__(self, fd: int, base: int, size: int) -> None:
-        self._fd: int | None = fd
-        self._base = base
-        self.size = size
-
-    def pread(self, offset: int, n: int) -> bytes:
-        if self._fd is None:
-            raise ValueError("data file is closed")
-        n = max(0, min(n, self.size - offset))
-        parts: list[bytes] = []
-        pos = self._base + offset
-        while n > 0:
-            piece = os.pread(self._fd, n, pos)
-            if not piece:
-                break
-            parts.append(piece)
-            pos += len(piece)
-            n -= len(piece)
-        return b"".join(parts)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self) -> None:  # a reader abandoned before its stream started
-        self.close()
-
-
-class ObjectStore:
+class ObjectStore(StaleCopyMixin):
     """See the module docstring. Create with ``ObjectStore.open(data_dir)``."""
 
     def __init__(self, data_dir: Path, db: sqlite3.Connection, rdb: sqlite3.Connection, recovery: Recovery,
@@ -579,72 +447,6 @@ class ObjectStore:
                 raise
         for seq in blobs:
             self._unlink_segment(self.segment_path(seq, KIND_BLOB))
-
-    # -- stale-copy collection (node.stale_gc) --------------------------------------------------
-    def fence(self, bucket_id: bytes) -> bool:
-        """Refuse new writes to ``bucket_id`` (``create_incoming`` raises ``BucketFenced``) until
-        ``unfence``; False (and no fence) if a write to it is in flight."""
-        with self._seqlock:
-            if any(b == bucket_id for b, _ in self._writing):
-                return False
-            self._fenced.add(bucket_id)
-            return True
-
-    def unfence(self, bucket_id: bytes) -> None:
-        with self._seqlock:
-            self._fenced.discard(bucket_id)
-
-    def fenced(self, bucket_id: bytes) -> bool:
-        with self._seqlock:
-            return bucket_id in self._fenced
-
-    def bucket_ids(self) -> list[bytes]:
-        """Every bucket id with an index row or an extent here (one index seek per bucket)."""
-        out: set[bytes] = set()
-        with self._rlock:
-            for table in ("objects", "extents"):
-                after = b""
-                while True:
-                    row = self._rdb.execute(f"SELECT bucket_id FROM {table} WHERE bucket_id > ? ORDER BY bucket_id "
-                                            "LIMIT 1", (after,)).fetchone()
-                    if row is None:
-                        break
-                    after = bytes(row[0])
-                    out.add(after)
-        return sorted(out)
-
-    def bucket_usage(self, bucket_id: bytes) -> tuple[int, int]:
-        """(index rows, extent bytes) of one bucket."""
-        with self._rlock:
-            rows = self._rdb.execute("SELECT COUNT(*) FROM objects WHERE bucket_id = ?", (bucket_id,)).fetchone()[0]
-            size = self._rdb.execute("SELECT COALESCE(SUM(length), 0) FROM extents WHERE bucket_id = ?",
-                                     (bucket_id,)).fetchone()[0]
-        return rows, size
-
-    def remove_many(self, bucket_id: bytes, keys: list[str]) -> list[bytes]:
-        """``remove`` of several keys of one bucket in one log append (one REMOVE record each,
-        one fsync); the object ids they pointed at (their data is the caller's to delete)."""
-        payloads = [(key, remove_payload(bucket_id=bucket_id, key=key)) for key in keys]
-
-        def apply(db: sqlite3.Connection) -> list[bytes]:
-            return [o for o in (apply_remove(db, bucket_id, key) for key, _ in payloads) if o is not None]
-
-        def build(seq: int, offset: int):
-            return b"".join(encode_record(REC_REMOVE, p) for _, p in payloads), apply
-
-        old = self.log.append(build)
-        self.object_count -= len(old)
-        return old
-
-    def orphan_extents(self, bucket_id: bytes, limit: int = 100) -> list[bytes]:
-        """Extent ids of ``bucket_id`` that no index row names (left by an interrupted deletion)."""
-        with self._rlock:
-            rows = self._rdb.execute(
-                "SELECT e.object_id FROM extents e WHERE e.bucket_id = ? AND NOT EXISTS (SELECT 1 FROM objects o "
-                "WHERE o.bucket_id = e.bucket_id AND o.object_id = e.object_id) AND NOT EXISTS (SELECT 1 FROM runs r "
-                "JOIN objects o ON o.bucket_id = r.bucket_id AND o.object_id = r.owner WHERE r.bucket_id = e.bucket_id "
-                "AND r.extent_id = e.object_id) LIMIT ?", (bucket_id, limit)).fetchall()
-        return [bytes(r[0]) for r in rows]
 
     def holder_of(self, bucket_id: bytes, extent_id: bytes) -> tuple[str, bytes] | None:
         """(key, object id) of the live object version that holds an extent, or None."""
